@@ -1,0 +1,77 @@
+// swift-tools-version:6.0
+//
+// hyperattn-swift: HyperAttention (Han et al., ICLR 2024) over very long sequences, with a
+// SIMD CPU core, an MPI sequence-parallel layer and an optional run-time-loaded GPU backend.
+//
+// CPU target: the kernels need AVX2+FMA code generation, which Swift only emits when the build
+// names a target CPU. This manifest deliberately carries no `unsafeFlags` (SwiftPM refuses those in
+// packages that are depended upon by version), so the flag is passed on the command line:
+//
+//     swift build -c release -Xswiftc -target-cpu -Xswiftc haswell
+//
+// `scripts/build.sh`, `scripts/test.sh` and `scripts/run.sh` do this; a package that depends on
+// `HyperAttention` should build with the same two `-Xswiftc` arguments (README, "Building").
+// `haswell` is the x86-64-v3 level (AVX2, FMA, BMI2), so such a binary runs on any x86-64-v3 CPU;
+// `hyperattn` checks the CPU before Swift code runs and refuses cleanly on an older one.
+import PackageDescription
+
+let package = Package(
+    name: "hyperattn-swift",
+    products: [
+        .library(name: "HyperAttention", targets: ["HyperAttention"]),
+        .library(name: "NPY", targets: ["NPY"]),
+        .executable(name: "hyperattn", targets: ["hyperattn"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", exact: "1.8.2"),
+    ],
+    targets: [
+        // MARK: - Core (no MPI)
+        .target(
+            name: "HyperAttention",
+            path: "Sources/HyperAttention"
+        ),
+        .target(
+            name: "NPY",
+            dependencies: ["HyperAttention"],
+            path: "Sources/NPY"
+        ),
+
+        // MARK: - Executable
+        .target(
+            name: "CPUFeatures",
+            path: "Sources/CPUFeatures"
+        ),
+        .executableTarget(
+            name: "hyperattn",
+            dependencies: [
+                "HyperAttention", "NPY", "CPUFeatures",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Sources/hyperattn"
+        ),
+
+        // MARK: - Test support and tests
+        .target(
+            name: "HyperAttentionTestSupport",
+            dependencies: ["HyperAttention"],
+            path: "Sources/HyperAttentionTestSupport"
+        ),
+        .testTarget(
+            name: "HyperAttentionTests",
+            dependencies: ["HyperAttention", "HyperAttentionTestSupport"],
+            path: "Tests/HyperAttentionTests"
+        ),
+        .testTarget(
+            name: "NPYTests",
+            dependencies: ["NPY"],
+            path: "Tests/NPYTests"
+        ),
+        .testTarget(
+            name: "CLITests",
+            dependencies: ["NPY", "HyperAttentionTestSupport"],
+            path: "Tests/CLITests"
+        ),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,66 @@
+/// Which attention algorithm to run.
+public enum AttentionMode: String, Sendable, CaseIterable {
+    /// Exact attention with FlashAttention-style tiles (never an n × n buffer).
+    case exact
+    /// HyperAttention: sortLSH blocks plus a sampled residual; exact below `minSeqLen`.
+    case hyper
+}
+
+/// How the residual (the keys outside a query's LSH block) is estimated from the m sampled keys.
+public enum ResidualEstimator: String, Sendable, CaseIterable {
+    /// The paper's estimator: m positions drawn uniformly with replacement from all n_k sorted
+    /// keys, the ones inside the query's block masked, each remaining logit weighted by n_k / m.
+    case uniform
+    /// Stratified sampling in sorted-key (LSH) order: the n_k sorted keys are cut into m equal
+    /// strata and one key is drawn uniformly from each, weighted by its stratum's size; for a
+    /// query, samples inside its own block are masked. No duplicates, and each stratum holds
+    /// hash-similar keys, so the variance is lower than `uniform`. Unbiased. One sample set per
+    /// recursion node, shared by all blocks (what the MPI layer allgathers).
+    case stratified
+    /// `stratified` plus a control variate on Σ V over the keys outside the query's block:
+    /// R̂ + (Ẑ_R / N)(Σ_{k∉B} v_k − Σ_s w_s v_s), which cancels the sampling noise of V where the
+    /// residual weights are nearly uniform. Slightly biased (a ratio estimator).
+    case stratifiedControlVariate
+}
+
+/// Options of an attention call. Defaults follow the HyperAttention paper's settings.
+public struct AttentionOptions: Sendable, Equatable {
+    /// Exact or HyperAttention. Default: `.hyper`.
+    public var mode: AttentionMode = .hyper
+    /// Causal masking (query i sees keys 0...i). Needs n_q == n_k. Default: `false`.
+    public var causal: Bool = false
+    /// Logit scale; `nil` means 1 / sqrt(d).
+    public var scale: Float? = nil
+    /// Number of random hyperplanes r of the sortLSH hash (2^r buckets), 1...16. Default: 7.
+    public var lshBits: Int = 7
+    /// Key block size b of the LSH block part, ≥ 1. Default: 256.
+    public var blockSize: Int = 256
+    /// Number of sampled keys m for the residual, ≥ 1. Default: 256.
+    public var samples: Int = 256
+    /// Below this query length HyperAttention falls back to exact attention; the causal
+    /// recursion stops at leaves of at most this length. ≥ 1. Default: 2048.
+    public var minSeqLen: Int = 2048
+    /// Seed of every random choice (hash directions, samples). Default: 0.
+    public var seed: UInt64 = 0
+    /// Worker threads; `nil` means all available cores.
+    public var threads: Int? = nil
+    /// The residual estimator. Default: `.stratified` (measured best; see README "Accuracy").
+    public var estimator: ResidualEstimator = .stratified
+
+    public init(
+        mode: AttentionMode = .hyper, causal: Bool = false, scale: Float? = nil, lshBits: Int = 7,
+        blockSize: Int = 256, samples: Int = 256, minSeqLen: Int = 2048, seed: UInt64 = 0,
+        threads: Int? = nil, estimator: ResidualEstimator = .stratified
+    ) {
+        self.mode = mode
+        self.causal = causal
+        self.scale = scale
+        self.lshBits = lshBits
+        self.blockSize = blockSize
+        self.samples = samples
+        self.minSeqLen = minSeqLen
+        self.seed = seed
+        self.threads = threads
+        self.estimator = estimator
+    }
+}

@@ -1,0 +1,119 @@
+/// A dense, contiguous fp32 tensor in row-major (C) order.
+///
+/// Attention tensors use PyTorch's `scaled_dot_product_attention` layout `[batch, heads, n, d]`;
+/// `[n, d]` and `[heads, n, d]` are accepted and read as batch 1 / heads 1.
+///
+/// Storage is shared between copies and copied on write. It may be owned memory or memory owned
+/// by someone else (a memory-mapped `.npy` file, say), released by the deallocator given at init.
+public struct Tensor: @unchecked Sendable {
+    /// The dimensions, outermost first (1 to 4 of them, each ≥ 0).
+    public let shape: [Int]
+    @usableFromInline var storage: TensorStorage
+
+    /// The number of scalars: the product of `shape`.
+    public var count: Int { storage.count }
+
+    /// A tensor of the given shape filled with `value`.
+    public init(shape: [Int], repeating value: Float = 0) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        self.storage = TensorStorage(count: shape.reduce(1, *))
+        storage.pointer.initialize(repeating: value, count: storage.count)
+    }
+
+    /// A tensor of the given shape holding `scalars` (row-major).
+    /// - Throws: `AttentionError.invalidArgument` when the count does not match the shape.
+    public init(shape: [Int], scalars: [Float]) throws {
+        guard shape.allSatisfy({ $0 >= 0 }) else {
+            throw AttentionError.invalidArgument("shape", "dimensions must be non-negative, got \(shape)")
+        }
+        let count = shape.reduce(1, *)
+        guard count == scalars.count else {
+            throw AttentionError.invalidArgument(
+                "scalars", "shape \(shape) needs \(count) values, got \(scalars.count)")
+        }
+        self.shape = shape
+        self.storage = TensorStorage(count: count)
+        scalars.withUnsafeBufferPointer { storage.pointer.update(from: $0.baseAddress!, count: count) }
+    }
+
+    /// A tensor whose scalars are written by `initializer`, which must write all `count` of them.
+    public init(shape: [Int], initializingWith initializer: (UnsafeMutableBufferPointer<Float>) throws -> Void) rethrows {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        self.storage = TensorStorage(count: shape.reduce(1, *))
+        try initializer(UnsafeMutableBufferPointer(start: storage.pointer, count: storage.count))
+    }
+
+    /// A tensor over memory owned elsewhere (e.g. a memory-mapped file), released by `deallocator`
+    /// when the last copy of the tensor goes away. The memory must stay valid until then.
+    public init(shape: [Int], adopting pointer: UnsafeMutablePointer<Float>, deallocator: @escaping @Sendable () -> Void) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.shape = shape
+        self.storage = TensorStorage(adopting: pointer, count: shape.reduce(1, *), deallocator: deallocator)
+    }
+
+    /// The scalars, copied into an array.
+    public var scalars: [Float] {
+        withUnsafeBufferPointer { Array($0) }
+    }
+
+    /// Calls `body` with the scalars.
+    @inlinable
+    public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        try body(UnsafeBufferPointer(start: storage.pointer, count: storage.count))
+    }
+
+    /// Calls `body` with mutable scalars, copying the storage first if it is shared.
+    @inlinable
+    public mutating func withUnsafeMutableBufferPointer<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
+        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+        return try body(UnsafeMutableBufferPointer(start: storage.pointer, count: storage.count))
+    }
+
+    /// The tensor with a new shape of the same element count (no copy).
+    public func reshaped(_ newShape: [Int]) throws -> Tensor {
+        guard newShape.allSatisfy({ $0 >= 0 }), newShape.reduce(1, *) == count else {
+            throw AttentionError.invalidArgument("shape", "cannot reshape \(shape) to \(newShape)")
+        }
+        var t = self
+        t = Tensor(shape: newShape, storage: storage)
+        return t
+    }
+
+    @usableFromInline init(shape: [Int], storage: TensorStorage) {
+        self.shape = shape
+        self.storage = storage
+    }
+}
+
+/// Reference-counted scalar storage: owned (allocated here) or adopted (released by a closure).
+@usableFromInline
+final class TensorStorage: @unchecked Sendable {
+    @usableFromInline let pointer: UnsafeMutablePointer<Float>
+    @usableFromInline let count: Int
+    private let deallocator: (@Sendable () -> Void)?
+
+    init(count: Int) {
+        // At least one element so that `pointer` is always a valid address, even for empty tensors.
+        pointer = .allocate(capacity: max(count, 1))
+        self.count = count
+        deallocator = nil
+    }
+
+    init(adopting pointer: UnsafeMutablePointer<Float>, count: Int, deallocator: @escaping @Sendable () -> Void) {
+        self.pointer = pointer
+        self.count = count
+        self.deallocator = deallocator
+    }
+
+    @usableFromInline func copy() -> TensorStorage {
+        let c = TensorStorage(count: count)
+        c.pointer.update(from: pointer, count: count)
+        return c
+    }
+
+    deinit {
+        if let deallocator { deallocator() } else { pointer.deallocate() }
+    }
+}

@@ -1,0 +1,1 @@
+// NumPy .npy reader/writer (being written).

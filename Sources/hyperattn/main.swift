@@ -1,0 +1,3 @@
+import CPUFeatures
+import HyperAttention
+print("hyperattn: CLI under construction")
