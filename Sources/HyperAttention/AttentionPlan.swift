@@ -1,12 +1,170 @@
-// TEMPORARY: float64 reference behind the API until the SIMD kernels land (same session).
+import Foundation
+import Synchronization
+
+/// One attention call, laid out as levels of independent pieces.
+///
+/// A *piece* is attention of a range of one head's queries against a range of its keys: exact
+/// (optionally causal) or HyperAttention (non-causal). Non-causal attention is one piece per
+/// head. Causal HyperAttention follows the recursion of DESIGN.md §1: split at s = ⌈n/2⌉ until
+/// the length is at most `minSeqLen`; the leaves are exact causal pieces and every inner node
+/// adds the rectangle Q[s..<hi] × K[lo..<s]. The pieces of one level touch disjoint query rows,
+/// so they run in parallel; levels run in a fixed order (leaves, then rectangles from the
+/// deepest to the root), so each row's partials are lse-merged in the same order every time.
 struct AttentionPlan {
-    var shape: AttentionShape
-    var options: AttentionOptions
-    func run(query: Tensor, key: Tensor, value: Tensor, progress: (@Sendable (Double) -> Void)?) -> AttentionResult {
-        let r = try! referenceAttention(query: query, key: key, value: value, causal: options.causal, scale: options.scale)
-        var outShape = query.shape; outShape[outShape.count - 1] = shape.valueDim
-        let o = try! Tensor(shape: outShape, scalars: r.output.map(Float.init))
-        let l = try! Tensor(shape: Array(query.shape.dropLast()), scalars: r.logSumExp.map(Float.init))
-        return AttentionResult(output: o, logSumExp: l, stats: AttentionStats())
+    let shape: AttentionShape
+    let options: AttentionOptions
+
+    /// Query-tile width and key-chunk length of the tile kernel.
+    static let queryTile = Int(ProcessInfo.processInfo.environment["HA_QT"] ?? "") ?? 48
+    static let keyChunk = Int(ProcessInfo.processInfo.environment["HA_KC"] ?? "") ?? 96
+
+    init(shape: AttentionShape, options: AttentionOptions) {
+        self.shape = shape
+        self.options = options
     }
+
+    /// The levels of pieces for one head, in execution order.
+    func levels(head: Int) -> [[Piece]] {
+        let nq = shape.queryCount, nk = shape.keyCount
+        let hyperAllowed = options.mode == .hyper
+        if !options.causal {
+            let hyper = hyperAllowed && nq >= options.minSeqLen
+            return [[Piece(head: head, queries: 0..<nq, keys: 0..<nk, causal: false, hyper: hyper, merge: false)]]
+        }
+        if !hyperAllowed {
+            return [[Piece(head: head, queries: 0..<nq, keys: 0..<nk, causal: true, hyper: false, merge: false)]]
+        }
+        var leaves: [Piece] = []
+        var rectangles: [[Piece]] = []
+        func split(_ lo: Int, _ hi: Int, depth: Int) {
+            if hi - lo <= options.minSeqLen {
+                leaves.append(Piece(head: head, queries: lo..<hi, keys: lo..<hi, causal: true, hyper: false, merge: false))
+                return
+            }
+            let s = lo + (hi - lo + 1) / 2
+            split(lo, s, depth: depth + 1)
+            split(s, hi, depth: depth + 1)
+            while rectangles.count <= depth { rectangles.append([]) }
+            rectangles[depth].append(Piece(
+                head: head, queries: s..<hi, keys: lo..<s, causal: false,
+                hyper: hi - s >= options.minSeqLen, merge: true))
+        }
+        split(0, nq, depth: 0)
+        return [leaves] + rectangles.reversed().filter { !$0.isEmpty }
+    }
+
+    func run(query: Tensor, key: Tensor, value: Tensor, progress: (@Sendable (Double) -> Void)?) -> AttentionResult {
+        let heads = shape.batch * shape.queryHeads
+        var outShape = query.shape
+        outShape[outShape.count - 1] = shape.valueDim
+        var output = Tensor(shape: outShape)
+        var lse = Tensor(shape: Array(query.shape.dropLast()), repeating: -.infinity)
+        // Levels of all heads, merged level by level (heads never share rows).
+        var levelsAll: [[Piece]] = []
+        for h in 0..<heads {
+            for (i, level) in levels(head: h).enumerated() {
+                if levelsAll.count <= i { levelsAll.append([]) }
+                levelsAll[i] += level
+            }
+        }
+        let totalCost = levelsAll.joined().reduce(0.0) { $0 + Double(cost(of: $1)) }
+        let meter = ProgressMeter(total: totalCost, callback: progress)
+        let threads = options.effectiveThreads
+        var stats = AttentionStats()
+        query.withUnsafeBufferPointer { q in
+            key.withUnsafeBufferPointer { k in
+                value.withUnsafeBufferPointer { v in
+                    output.withUnsafeMutableBufferPointer { o in
+                        lse.withUnsafeMutableBufferPointer { l in
+                            let io = AttentionIO(
+                                query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!,
+                                output: o.baseAddress!, lse: l.baseAddress!)
+                            let executor = PieceExecutor(plan: self, io: io, threads: threads, meter: meter)
+                            for level in levelsAll { executor.run(level) }
+                            stats.evaluatedPairs = executor.evaluatedPairs
+                        }
+                    }
+                }
+            }
+        }
+        stats.flops = Double(stats.evaluatedPairs) * 2 * Double(shape.headDim + shape.valueDim)
+        progress?(1)
+        return AttentionResult(output: output, logSumExp: lse, stats: stats)
+    }
+
+    /// Approximate work of a piece, in query–key pairs (for progress and scheduling).
+    func cost(of p: Piece) -> Int {
+        if p.hyper {
+            let blocks = BlockPartition(keyCount: p.keys.count, blockSize: options.blockSize).blocks
+            return p.queries.count * (p.keys.count / blocks + options.samples)
+        }
+        return p.causal ? p.queries.count * (p.queries.count + 1) / 2 : p.queries.count * p.keys.count
+    }
+}
+
+/// Attention of `queries` × `keys` of one head (global query-head index `head`).
+struct Piece: Sendable {
+    var head: Int
+    var queries: Range<Int>
+    var keys: Range<Int>
+    /// Exact causal (only for square pieces on the diagonal: queries == keys).
+    var causal: Bool
+    /// HyperAttention (non-causal) rather than exact.
+    var hyper: Bool
+    /// lse-merge into the rows' existing partials rather than overwrite them.
+    var merge: Bool
+}
+
+/// Raw pointers of one call's tensors (valid for the call).
+struct AttentionIO: @unchecked Sendable {
+    let query: UnsafePointer<Float>
+    let key: UnsafePointer<Float>
+    let value: UnsafePointer<Float>
+    let output: UnsafeMutablePointer<Float>
+    let lse: UnsafeMutablePointer<Float>
+}
+
+/// The sortLSH order and the shared sample set of one HyperAttention piece.
+struct HyperPreparation: @unchecked Sendable {
+    /// Sorted position → query (key) row, relative to the piece's first query (key).
+    var queryOrder: [Int32]
+    var keyOrder: [Int32]
+    var partition: BlockPartition
+    var samples: SampleSet
+    /// Σ_k v_k over the piece's keys (control variate only).
+    var valueSum: [Double]
+}
+
+/// Non-causal attention of one recursion piece — query rows `queries` against key rows `keys` of
+/// the global query head `head` — exactly as the causal recursion computes it (HyperAttention
+/// when `queries.count ≥ minSeqLen` and mode is `.hyper`, else exact; the same node randomness).
+/// For tests and for the distributed layer; returns the piece's rows only.
+package func attentionPiece(
+    query: Tensor, key: Tensor, value: Tensor, options: AttentionOptions, head: Int, queries: Range<Int>, keys: Range<Int>
+) throws -> (output: [Float], logSumExp: [Float]) {
+    let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
+    var o = options
+    o.causal = false
+    try o.validate(for: shape)
+    let plan = AttentionPlan(shape: shape, options: o)
+    let hyper = o.mode == .hyper && queries.count >= o.minSeqLen
+    let piece = Piece(head: head, queries: queries, keys: keys, causal: false, hyper: hyper, merge: false)
+    var output = Tensor(shape: [shape.batch * shape.queryHeads * shape.queryCount * shape.valueDim])
+    var lse = Tensor(shape: [shape.batch * shape.queryHeads * shape.queryCount], repeating: -.infinity)
+    query.withUnsafeBufferPointer { q in
+        key.withUnsafeBufferPointer { k in
+            value.withUnsafeBufferPointer { v in
+                output.withUnsafeMutableBufferPointer { out in
+                    lse.withUnsafeMutableBufferPointer { l in
+                        let io = AttentionIO(query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!, output: out.baseAddress!, lse: l.baseAddress!)
+                        PieceExecutor(plan: plan, io: io, threads: o.effectiveThreads, meter: ProgressMeter(total: 1, callback: nil)).run([piece])
+                    }
+                }
+            }
+        }
+    }
+    let rowBase = head * shape.queryCount
+    let outRows = Array(output.scalars[(rowBase + queries.lowerBound) * shape.valueDim ..< (rowBase + queries.upperBound) * shape.valueDim])
+    let lseRows = Array(lse.scalars[(rowBase + queries.lowerBound) ..< (rowBase + queries.upperBound)])
+    return (outRows, lseRows)
 }

@@ -1,0 +1,351 @@
+/// The online-softmax attention kernel for one query tile, FlashAttention-style.
+///
+/// Scores are kept transposed, `S[j][i]` (key j, query i), so that every step is SIMD over the
+/// queries of the tile with no horizontal reductions and no repacking of K or V:
+///
+///     Sᵀ = K_chunk · Q̃ᵀ            (micro-kernel: 6 keys × 16 queries, Q̃ = Q · scale · log2 e)
+///     m'_i = max(m_i, max_j S[j][i]);   P[j][i] = 2^(S[j][i] − m'_i)
+///     ℓ_i ← ℓ_i · 2^(m_i − m'_i) + Σ_j P[j][i]
+///     O_i ← O_i · 2^(m_i − m'_i) + Σ_j P[j][i] · v_j   (micro-kernel: 6 queries × 16 value columns)
+///
+/// At the end o_i = O_i / ℓ_i and lse_i = (m_i + log2 ℓ_i) · ln 2.
+/// Each query's arithmetic depends only on its own column and on the key chunks it sees, in
+/// order; that is what makes results independent of tiling across threads or ranks.
+
+/// Rows of the score micro-kernel (keys) and of the value micro-kernel (queries).
+let microRows = 6
+/// Columns of both micro-kernels: 16 fp32 lanes.
+let microCols = 16
+
+/// Per-worker buffers of the tile kernel. Everything a tile writes lives here, so workers never
+/// share mutable memory except their disjoint output rows.
+final class TileWorkspace {
+    /// Queries per tile (a multiple of 16) and keys per chunk (a multiple of 6).
+    let queryTile: Int
+    let keyChunk: Int
+    let headDim: Int
+    let valueDim: Int
+    /// `valueDim` rounded up to 16: the row stride of `acc` and of staged value rows.
+    let paddedValueDim: Int
+
+    /// Q̃ᵀ of the tile: `headDim × queryTile`.
+    let queryT: UnsafeMutablePointer<Float>
+    /// Scores, then probabilities, of one key chunk: `keyChunk × queryTile`.
+    let scores: UnsafeMutablePointer<Float>
+    /// Unnormalised output rows: `queryTile × paddedValueDim`.
+    let acc: UnsafeMutablePointer<Float>
+    /// Running max (base 2) and sum per query, the rescale factor of the last chunk, and the
+    /// running sum of the sampled keys alone (for the control variate).
+    let rowMax: UnsafeMutablePointer<Float>
+    let rowSum: UnsafeMutablePointer<Float>
+    let alpha: UnsafeMutablePointer<Float>
+    let sampleSum: UnsafeMutablePointer<Float>
+    /// Max score per query over the current chunk (written by the score micro-kernel).
+    let chunkMax: UnsafeMutablePointer<Float>
+    /// Value rows of one chunk staged with stride `paddedValueDim` (when d_v is not a multiple of 16).
+    let valueChunk: UnsafeMutablePointer<Float>
+
+    /// Gathered key rows (stride headDim), value rows (stride paddedValueDim) and per-key logit
+    /// bias (base 2) of a HyperAttention block; capacity grows on demand.
+    private(set) var gatherCapacity = 0
+    private(set) var keys: UnsafeMutablePointer<Float>
+    private(set) var values: UnsafeMutablePointer<Float>
+    private(set) var keyBias: UnsafeMutablePointer<Float>
+    /// Value-sum vector of the control variate, `paddedValueDim` doubles.
+    let valueCorrection: UnsafeMutablePointer<Double>
+
+    init(queryTile: Int, keyChunk: Int, headDim: Int, valueDim: Int) {
+        precondition(queryTile % microCols == 0 && keyChunk % microRows == 0)
+        self.queryTile = queryTile
+        self.keyChunk = keyChunk
+        self.headDim = headDim
+        self.valueDim = valueDim
+        paddedValueDim = (valueDim + microCols - 1) / microCols * microCols
+        queryT = .allocate(capacity: headDim * queryTile)
+        scores = .allocate(capacity: keyChunk * queryTile)
+        acc = .allocate(capacity: queryTile * paddedValueDim)
+        rowMax = .allocate(capacity: queryTile)
+        rowSum = .allocate(capacity: queryTile)
+        alpha = .allocate(capacity: queryTile)
+        sampleSum = .allocate(capacity: queryTile)
+        chunkMax = .allocate(capacity: queryTile)
+        valueChunk = .allocate(capacity: keyChunk * paddedValueDim)
+        valueChunk.initialize(repeating: 0, count: keyChunk * paddedValueDim)
+        keys = .allocate(capacity: 1)
+        values = .allocate(capacity: 1)
+        keyBias = .allocate(capacity: 1)
+        valueCorrection = .allocate(capacity: paddedValueDim)
+    }
+
+    /// Makes room for `rows` gathered key/value rows.
+    func reserveGather(rows: Int) {
+        guard rows > gatherCapacity else { return }
+        keys.deallocate(); values.deallocate(); keyBias.deallocate()
+        gatherCapacity = max(rows, gatherCapacity * 2)
+        keys = .allocate(capacity: gatherCapacity * headDim)
+        values = .allocate(capacity: gatherCapacity * paddedValueDim)
+        values.initialize(repeating: 0, count: gatherCapacity * paddedValueDim)
+        keyBias = .allocate(capacity: gatherCapacity)
+    }
+
+    deinit {
+        for p in [queryT, scores, acc, rowMax, rowSum, alpha, sampleSum, chunkMax, valueChunk, keys, values, keyBias] { p.deallocate() }
+        valueCorrection.deallocate()
+    }
+}
+
+/// Where a tile's key rows come from: a base pointer and a row stride, plus whether value rows
+/// can be read 16 columns at a time in place (stride and d_v padded) or must be staged.
+struct KeyValueRows {
+    var keys: UnsafePointer<Float>
+    var values: UnsafePointer<Float>
+    var valueStride: Int
+    var valuesPadded: Bool
+    /// Base-2 logit bias per key row (sample weights), or nil for none.
+    var bias: UnsafePointer<Float>?
+}
+
+extension TileWorkspace {
+    /// Packs Q̃ᵀ for `count` query rows (row r at `query + rowIndex(r) · headDim`), scaled by
+    /// `scaleLog2` = scale · log2 e, and zero-pads the tile to `width` columns. Resets the
+    /// online-softmax state.
+    @inline(__always)
+    func beginTile(query: UnsafePointer<Float>, count: Int, width: Int, scaleLog2: Float, rowIndex: (Int) -> Int) {
+        let d = headDim
+        for r in 0..<count {
+            let src = query + rowIndex(r) * d
+            for c in 0..<d { queryT[c * width + r] = src[c] * scaleLog2 }
+        }
+        if count < width {
+            for c in 0..<d { (queryT + c * width + count).initialize(repeating: 0, count: width - count) }
+        }
+        rowMax.initialize(repeating: -.infinity, count: width)
+        rowSum.initialize(repeating: 0, count: width)
+        sampleSum.initialize(repeating: 0, count: width)
+        acc.initialize(repeating: 0, count: width * paddedValueDim)
+    }
+
+    /// Runs keys `0..<keyCount` of `rows` through the tile in chunks of `keyChunk`.
+    /// - Parameters:
+    ///   - causalOffset: when non-nil, key j of this call is masked for query i of the tile if
+    ///     `j > i + causalOffset` (global key index − global query index alignment).
+    ///   - countsAsSamples: accumulate the probabilities into `sampleSum` too.
+    @inline(__always)
+    func attend(rows: KeyValueRows, keyCount: Int, queryCount: Int, width: Int, causalOffset: Int?, countsAsSamples: Bool) {
+        var start = 0
+        while start < keyCount {
+            let n = min(keyChunk, keyCount - start)
+            let keys = rows.keys + start * headDim
+            scoreChunk(keys: keys, keyCount: n, width: width, bias: rows.bias.map { $0 + start })
+            // A chunk that reaches past the diagonal is masked, and its max is taken again after.
+            if let offset = causalOffset, start + n - 1 > offset {
+                maskCausal(firstKey: start, keyCount: n, width: width, offset: offset)
+                recomputeChunkMax(keyCount: n, width: width)
+            }
+            softmaxUpdate(keyCount: n, width: width, countsAsSamples: countsAsSamples)
+            let values: UnsafePointer<Float>
+            let stride: Int
+            if rows.valuesPadded {
+                values = rows.values + start * rows.valueStride
+                stride = rows.valueStride
+            } else {
+                for j in 0..<n {
+                    (valueChunk + j * paddedValueDim).update(from: rows.values + (start + j) * rows.valueStride, count: valueDim)
+                }
+                values = UnsafePointer(valueChunk)
+                stride = paddedValueDim
+            }
+            accumulateValues(values: values, valueStride: stride, keyCount: n, queryCount: queryCount, width: width)
+            start += n
+        }
+    }
+
+    /// Sᵀ[j][i] = k_j · q̃_i + bias_j for a chunk of keys (register tile: 6 keys × 16 queries),
+    /// and `chunkMax[i]` = max_j Sᵀ[j][i].
+    @inline(__always)
+    func scoreChunk(keys: UnsafePointer<Float>, keyCount: Int, width: Int, bias: UnsafePointer<Float>?) {
+        let d = headDim
+        let qt = UnsafePointer(queryT)
+        chunkMax.initialize(repeating: -.infinity, count: width)
+        var j0 = 0
+        while j0 < keyCount {
+            // Past the last key, repeat it: the extra rows are computed and not stored.
+            let last = keyCount - 1
+            let k0 = keys + min(j0, last) * d, k1 = keys + min(j0 + 1, last) * d
+            let k2 = keys + min(j0 + 2, last) * d, k3 = keys + min(j0 + 3, last) * d
+            let k4 = keys + min(j0 + 4, last) * d, k5 = keys + min(j0 + 5, last) * d
+            var c0 = 0
+            while c0 < width {
+                var s0 = Vec16(), s1 = Vec16(), s2 = Vec16(), s3 = Vec16(), s4 = Vec16(), s5 = Vec16()
+                var q = qt + c0
+                for c in 0..<d {
+                    let qv = q.loadVec16(0)
+                    s0.addProduct(Vec16(repeating: k0[c]), qv)
+                    s1.addProduct(Vec16(repeating: k1[c]), qv)
+                    s2.addProduct(Vec16(repeating: k2[c]), qv)
+                    s3.addProduct(Vec16(repeating: k3[c]), qv)
+                    s4.addProduct(Vec16(repeating: k4[c]), qv)
+                    s5.addProduct(Vec16(repeating: k5[c]), qv)
+                    q += width
+                }
+                if let bias {
+                    s0 += bias[min(j0, last)]; s1 += bias[min(j0 + 1, last)]; s2 += bias[min(j0 + 2, last)]
+                    s3 += bias[min(j0 + 3, last)]; s4 += bias[min(j0 + 4, last)]; s5 += bias[min(j0 + 5, last)]
+                }
+                let m = maxVec16(maxVec16(maxVec16(s0, s1), maxVec16(s2, s3)), maxVec16(s4, s5))
+                chunkMax.storeVec16(maxVec16(chunkMax.loadVec16(c0), m), c0)
+                let out = scores + j0 * width + c0
+                out.storeVec16(s0, 0)
+                if j0 + 1 < keyCount { out.storeVec16(s1, width) }
+                if j0 + 2 < keyCount { out.storeVec16(s2, 2 * width) }
+                if j0 + 3 < keyCount { out.storeVec16(s3, 3 * width) }
+                if j0 + 4 < keyCount { out.storeVec16(s4, 4 * width) }
+                if j0 + 5 < keyCount { out.storeVec16(s5, 5 * width) }
+                c0 += microCols
+            }
+            j0 += microRows
+        }
+    }
+
+    /// `chunkMax[i]` = max_j Sᵀ[j][i], after masking.
+    @inline(__always)
+    func recomputeChunkMax(keyCount: Int, width: Int) {
+        var c = 0
+        while c < width {
+            var m = Vec16(repeating: -.infinity)
+            for j in 0..<keyCount { m = maxVec16(m, scores.loadVec16(j * width + c)) }
+            chunkMax.storeVec16(m, c)
+            c += microCols
+        }
+    }
+
+    /// Masks key j for query i when firstKey + j > i + offset.
+    @inline(__always)
+    func maskCausal(firstKey: Int, keyCount: Int, width: Int, offset: Int) {
+        for j in 0..<keyCount {
+            // Queries i < firstKey + j − offset see a future key.
+            let cut = min(max(firstKey + j - offset, 0), width)
+            if cut > 0 { (scores + j * width).update(repeating: -.infinity, count: cut) }
+        }
+    }
+
+    /// Turns a chunk of scores into probabilities against the updated running max, and updates
+    /// the running sums and the rescale factors `alpha`.
+    @inline(__always)
+    func softmaxUpdate(keyCount: Int, width: Int, countsAsSamples: Bool) {
+        var c = 0
+        while c < width {
+            let oldMax = rowMax.loadVec16(c)
+            let newMax = maxVec16(oldMax, chunkMax.loadVec16(c))
+            // A row that has seen only masked keys keeps max −inf; subtract 0 there instead.
+            let safeMax = newMax.replacing(with: 0, where: newMax .== -Float.infinity)
+            let a = exp2NonPositive(oldMax - safeMax)
+            var sum = Vec16()
+            for j in 0..<keyCount {
+                let p = exp2NonPositive(scores.loadVec16(j * width + c) - safeMax)
+                scores.storeVec16(p, j * width + c)
+                sum += p
+            }
+            rowSum.storeVec16(rowSum.loadVec16(c) * a + sum, c)
+            if countsAsSamples { sampleSum.storeVec16(sampleSum.loadVec16(c) * a + sum, c) }
+            else { sampleSum.storeVec16(sampleSum.loadVec16(c) * a, c) }
+            rowMax.storeVec16(newMax, c)
+            alpha.storeVec16(a, c)
+            c += microCols
+        }
+    }
+
+    /// O_i ← O_i · alpha_i + Σ_j P[j][i] v_j (register tile: 6 queries × 16 value columns).
+    @inline(__always)
+    func accumulateValues(values: UnsafePointer<Float>, valueStride: Int, keyCount: Int, queryCount: Int, width: Int) {
+        let dvp = paddedValueDim
+        let p = UnsafePointer(scores)
+        var i0 = 0
+        while i0 < queryCount {
+            let last = queryCount - 1
+            let r0 = min(i0, last), r1 = min(i0 + 1, last), r2 = min(i0 + 2, last)
+            let r3 = min(i0 + 3, last), r4 = min(i0 + 4, last), r5 = min(i0 + 5, last)
+            let a0 = Vec16(repeating: alpha[r0]), a1 = Vec16(repeating: alpha[r1]), a2 = Vec16(repeating: alpha[r2])
+            let a3 = Vec16(repeating: alpha[r3]), a4 = Vec16(repeating: alpha[r4]), a5 = Vec16(repeating: alpha[r5])
+            var c0 = 0
+            while c0 < dvp {
+                var o0 = acc.loadVec16(r0 * dvp + c0) * a0
+                var o1 = acc.loadVec16(r1 * dvp + c0) * a1
+                var o2 = acc.loadVec16(r2 * dvp + c0) * a2
+                var o3 = acc.loadVec16(r3 * dvp + c0) * a3
+                var o4 = acc.loadVec16(r4 * dvp + c0) * a4
+                var o5 = acc.loadVec16(r5 * dvp + c0) * a5
+                var v = values + c0
+                var pj = p
+                for _ in 0..<keyCount {
+                    let vv = v.loadVec16(0)
+                    o0.addProduct(Vec16(repeating: pj[r0]), vv)
+                    o1.addProduct(Vec16(repeating: pj[r1]), vv)
+                    o2.addProduct(Vec16(repeating: pj[r2]), vv)
+                    o3.addProduct(Vec16(repeating: pj[r3]), vv)
+                    o4.addProduct(Vec16(repeating: pj[r4]), vv)
+                    o5.addProduct(Vec16(repeating: pj[r5]), vv)
+                    v += valueStride
+                    pj += width
+                }
+                // Store in reverse so that a repeated last row ends with its own (equal) value.
+                acc.storeVec16(o5, r5 * dvp + c0)
+                acc.storeVec16(o4, r4 * dvp + c0)
+                acc.storeVec16(o3, r3 * dvp + c0)
+                acc.storeVec16(o2, r2 * dvp + c0)
+                acc.storeVec16(o1, r1 * dvp + c0)
+                acc.storeVec16(o0, r0 * dvp + c0)
+                c0 += microCols
+            }
+            i0 += microRows
+        }
+    }
+
+    /// Adds the control-variate term (sampleSum_i / N) · D to each unnormalised output row, with
+    /// D = `valueCorrection` (Σ_{k∉B} v_k − Σ_s w_s v_s) and N = `outsideCount`.
+    func applyControlVariate(queryCount: Int, outsideCount: Int) {
+        guard outsideCount > 0 else { return }
+        let dvp = paddedValueDim
+        for i in 0..<queryCount {
+            guard rowMax[i] > -.infinity else { continue }
+            let w = Double(sampleSum[i]) / Double(outsideCount)
+            for c in 0..<valueDim { acc[i * dvp + c] += Float(w * valueCorrection[c]) }
+        }
+    }
+
+    /// Writes (or lse-merges) the tile's normalised rows: row r goes to
+    /// `output + outputRow(r) · valueDim` and `lse[outputRow(r)]`.
+    ///
+    ///     merge((o₁, l₁), (o₂, l₂)):  l = logaddexp(l₁, l₂);  o = o₁·e^(l₁−l) + o₂·e^(l₂−l)
+    @inline(__always)
+    func finishTile(count: Int, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>, merge: Bool, outputRow: (Int) -> Int) {
+        let dv = valueDim, dvp = paddedValueDim
+        for r in 0..<count {
+            let row = outputRow(r)
+            let out = output + row * dv
+            let src = acc + r * dvp
+            let sum = rowSum[r]
+            // A query that saw no key at all (every key masked) gets the empty partial (0, −inf).
+            let newLse: Float = sum > 0 ? (rowMax[r] + log2f(sum)) * ln2 : -.infinity
+            if !merge || lse[row] == -.infinity {
+                let inv: Float = sum > 0 ? 1 / sum : 0
+                for c in 0..<dv { out[c] = src[c] * inv }
+                lse[row] = newLse
+            } else if newLse > -.infinity {
+                let old = lse[row]
+                let m = max(old, newLse)
+                let total = m + logf(expf(old - m) + expf(newLse - m))
+                let wOld = expf(old - total)
+                let wNew = expf(newLse - total) / sum
+                for c in 0..<dv { out[c] = out[c] * wOld + src[c] * wNew }
+                lse[row] = total
+            }
+        }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

@@ -1,0 +1,213 @@
+import Synchronization
+
+/// Runs levels of pieces on a pool of workers, each with its own `TileWorkspace`.
+final class PieceExecutor: @unchecked Sendable {
+    let plan: AttentionPlan
+    let io: AttentionIO
+    let threads: Int
+    let meter: ProgressMeter
+    let workspaces: PerWorker<TileWorkspace>
+    private let pairs = Atomic<Int>(0)
+
+    var evaluatedPairs: Int { pairs.load(ordering: .relaxed) }
+
+    init(plan: AttentionPlan, io: AttentionIO, threads: Int, meter: ProgressMeter) {
+        self.plan = plan
+        self.io = io
+        self.threads = threads
+        self.meter = meter
+        let s = plan.shape
+        workspaces = PerWorker(count: max(1, threads)) {
+            TileWorkspace(queryTile: AttentionPlan.queryTile, keyChunk: AttentionPlan.keyChunk, headDim: s.headDim, valueDim: s.valueDim)
+        }
+    }
+
+    private enum WorkItem {
+        case exactTile(piece: Int, queries: Range<Int>)
+        case hyperBlock(piece: Int, block: Int)
+    }
+
+    /// Runs one level: pieces with disjoint query rows.
+    func run(_ pieces: [Piece]) {
+        // 1. sortLSH order and samples of every HyperAttention piece.
+        let hyperIndices = pieces.indices.filter { pieces[$0].hyper }
+        let preparations = PreparationTable(count: pieces.count)
+        parallelFor(hyperIndices.count, threads: threads) { [self] i, _ in
+            let p = hyperIndices[i]
+            preparations[p] = prepare(pieces[p])
+        }
+        // 2. Blocks and tiles, heaviest first (the order does not change any result).
+        var items: [(cost: Int, item: WorkItem)] = []
+        let tile = AttentionPlan.queryTile
+        for (p, piece) in pieces.enumerated() {
+            if let prep = preparations[p] {
+                for j in 0..<prep.partition.blocks {
+                    let nq = prep.partition.range(j, length: piece.queries.count).count
+                    let nk = prep.partition.range(j, length: piece.keys.count).count
+                    items.append((nq * (nk + prep.samples.positions.count), .hyperBlock(piece: p, block: j)))
+                }
+            } else {
+                var q0 = piece.queries.lowerBound
+                while q0 < piece.queries.upperBound {
+                    let q1 = min(q0 + tile, piece.queries.upperBound)
+                    let keys = piece.causal ? q1 - piece.keys.lowerBound : piece.keys.count
+                    items.append(((q1 - q0) * keys, .exactTile(piece: p, queries: q0..<q1)))
+                    q0 = q1
+                }
+            }
+        }
+        items.sort { $0.cost > $1.cost }
+        let work = items
+        parallelFor(items.count, threads: threads) { [self] i, worker in
+            let ws = workspaces[worker]
+            let counted: Int
+            switch work[i].item {
+            case let .exactTile(p, queries):
+                counted = exactTile(pieces[p], queries: queries, ws: ws)
+            case let .hyperBlock(p, j):
+                counted = hyperBlock(pieces[p], preparations[p]!, block: j, ws: ws)
+            }
+            pairs.wrappingAdd(counted, ordering: .relaxed)
+            meter.add(work[i].cost)
+        }
+    }
+
+    // MARK: - Head addressing
+
+    private func bases(_ head: Int) -> (q: Int, k: Int, v: Int, o: Int, l: Int) {
+        let s = plan.shape
+        let b = head / s.queryHeads, h = head % s.queryHeads
+        let kv = b * s.keyHeads + h / s.groupSize
+        return (head * s.queryCount * s.headDim, kv * s.keyCount * s.headDim, kv * s.keyCount * s.valueDim,
+                head * s.queryCount * s.valueDim, head * s.queryCount)
+    }
+
+    private var scaleLog2: Float { plan.options.effectiveScale(headDim: plan.shape.headDim) * log2e }
+
+    // MARK: - Exact tiles
+
+    /// Exact attention of one query tile against the piece's keys (causal: keys up to the
+    /// tile's last query). Returns the number of query–key pairs evaluated.
+    private func exactTile(_ piece: Piece, queries: Range<Int>, ws: TileWorkspace) -> Int {
+        let s = plan.shape, base = bases(piece.head)
+        let count = queries.count, width = (count + microCols - 1) / microCols * microCols
+        ws.beginTile(query: io.query + base.q, count: count, width: width, scaleLog2: scaleLog2) { queries.lowerBound + $0 }
+        let first = piece.keys.lowerBound
+        let keyCount = piece.causal ? queries.upperBound - first : piece.keys.count
+        let rows = KeyValueRows(
+            keys: io.key + base.k + first * s.headDim, values: io.value + base.v + first * s.valueDim,
+            valueStride: s.valueDim, valuesPadded: s.valueDim % microCols == 0, bias: nil)
+        ws.attend(rows: rows, keyCount: keyCount, queryCount: count, width: width,
+                  causalOffset: piece.causal ? queries.lowerBound - first : nil, countsAsSamples: false)
+        ws.finishTile(count: count, output: io.output + base.o, lse: io.lse + base.l, merge: piece.merge) { queries.lowerBound + $0 }
+        if piece.causal {
+            // Query i sees keys first...i.
+            let a = queries.lowerBound - first + 1, b = queries.upperBound - first
+            return (a + b) * count / 2
+        }
+        return count * keyCount
+    }
+
+    // MARK: - HyperAttention
+
+    private func prepare(_ piece: Piece) -> HyperPreparation {
+        let s = plan.shape, o = plan.options, base = bases(piece.head)
+        let node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
+        let lsh = SortLSH(bits: o.lshBits, headDim: s.headDim, seed: o.seed, head: piece.head, node: node)
+        func order(_ rows: UnsafePointer<Float>, _ count: Int) -> [Int32] {
+            var buckets = [UInt16](repeating: 0, count: count)
+            var order = [Int32](repeating: 0, count: count)
+            buckets.withUnsafeMutableBufferPointer { b in
+                lsh.hash(rows: rows, count: count, buckets: b.baseAddress!) { $0 }
+                order.withUnsafeMutableBufferPointer { o in
+                    SortLSH.sortedOrder(buckets: b.baseAddress!, count: count, bucketCount: lsh.bucketCount, order: o.baseAddress!)
+                }
+            }
+            return order
+        }
+        let queryOrder = order(io.query + base.q + piece.queries.lowerBound * s.headDim, piece.queries.count)
+        let keyOrder = order(io.key + base.k + piece.keys.lowerBound * s.headDim, piece.keys.count)
+        let random = CounterRandom(seed: o.seed, head: piece.head, node: node, purpose: .samplePositions)
+        let samples = SampleSet(estimator: o.estimator, keyCount: piece.keys.count, count: o.samples, random: random)
+        var valueSum: [Double] = []
+        if o.estimator == .stratifiedControlVariate {
+            valueSum = [Double](repeating: 0, count: s.valueDim)
+            let v = io.value + base.v + piece.keys.lowerBound * s.valueDim
+            for r in 0..<piece.keys.count {
+                for c in 0..<s.valueDim { valueSum[c] += Double(v[r * s.valueDim + c]) }
+            }
+        }
+        return HyperPreparation(
+            queryOrder: queryOrder, keyOrder: keyOrder,
+            partition: BlockPartition(keyCount: piece.keys.count, blockSize: o.blockSize),
+            samples: samples, valueSum: valueSum)
+    }
+
+    /// One LSH block: its queries against its keys plus the unmasked samples, in one online
+    /// softmax pass per query tile. Returns the number of query–key pairs evaluated.
+    private func hyperBlock(_ piece: Piece, _ prep: HyperPreparation, block j: Int, ws: TileWorkspace) -> Int {
+        let s = plan.shape, base = bases(piece.head)
+        let d = s.headDim, dv = s.valueDim, dvp = ws.paddedValueDim
+        let queryRange = prep.partition.range(j, length: piece.queries.count)
+        let keyRange = prep.partition.range(j, length: piece.keys.count)
+        let samples = prep.samples
+        let unmasked = samples.positions.indices.filter { !keyRange.contains(Int(samples.positions[$0])) }
+        let blockKeys = keyRange.count
+        ws.reserveGather(rows: blockKeys + unmasked.count)
+        let keyBase = io.key + base.k + piece.keys.lowerBound * d
+        let valueBase = io.value + base.v + piece.keys.lowerBound * dv
+        func gather(_ slot: Int, _ sortedPosition: Int) {
+            let row = Int(prep.keyOrder[sortedPosition])
+            (ws.keys + slot * d).update(from: keyBase + row * d, count: d)
+            (ws.values + slot * dvp).update(from: valueBase + row * dv, count: dv)
+        }
+        for (t, p) in keyRange.enumerated() { gather(t, p) }
+        for (t, i) in unmasked.enumerated() {
+            gather(blockKeys + t, Int(samples.positions[i]))
+            ws.keyBias[blockKeys + t] = samples.logWeights[i]
+        }
+        let controlVariate = plan.options.estimator == .stratifiedControlVariate
+        if controlVariate {
+            // D = Σ_{k∉B} v_k − Σ_s w_s v_s  (all in float64).
+            for c in 0..<dv { ws.valueCorrection[c] = prep.valueSum[c] }
+            for t in 0..<blockKeys {
+                for c in 0..<dv { ws.valueCorrection[c] -= Double(ws.values[t * dvp + c]) }
+            }
+            for (t, i) in unmasked.enumerated() {
+                let w = samples.weights[i]
+                for c in 0..<dv { ws.valueCorrection[c] -= w * Double(ws.values[(blockKeys + t) * dvp + c]) }
+            }
+        }
+        let blockRows = KeyValueRows(keys: ws.keys, values: ws.values, valueStride: dvp, valuesPadded: true, bias: nil)
+        let sampleRows = KeyValueRows(
+            keys: ws.keys + blockKeys * d, values: ws.values + blockKeys * dvp, valueStride: dvp, valuesPadded: true,
+            bias: UnsafePointer(ws.keyBias + blockKeys))
+        let queryBase = io.query + base.q + piece.queries.lowerBound * d
+        let q0 = piece.queries.lowerBound
+        var t0 = queryRange.lowerBound
+        while t0 < queryRange.upperBound {
+            let count = min(AttentionPlan.queryTile, queryRange.upperBound - t0)
+            let width = (count + microCols - 1) / microCols * microCols
+            let first = t0
+            ws.beginTile(query: queryBase, count: count, width: width, scaleLog2: scaleLog2) { Int(prep.queryOrder[first + $0]) }
+            ws.attend(rows: blockRows, keyCount: blockKeys, queryCount: count, width: width, causalOffset: nil, countsAsSamples: false)
+            ws.attend(rows: sampleRows, keyCount: unmasked.count, queryCount: count, width: width, causalOffset: nil, countsAsSamples: true)
+            if controlVariate { ws.applyControlVariate(queryCount: count, outsideCount: piece.keys.count - blockKeys) }
+            ws.finishTile(count: count, output: io.output + base.o, lse: io.lse + base.l, merge: piece.merge) {
+                q0 + Int(prep.queryOrder[first + $0])
+            }
+            t0 += count
+        }
+        return queryRange.count * (blockKeys + unmasked.count)
+    }
+}
+
+/// Per-piece preparations, written by one worker each (distinct slots).
+final class PreparationTable: @unchecked Sendable {
+    private var slots: [HyperPreparation?]
+    init(count: Int) { slots = Array(repeating: nil, count: count) }
+    subscript(i: Int) -> HyperPreparation? {
+        get { slots[i] }
+        set { slots[i] = newValue }
+    }
+}

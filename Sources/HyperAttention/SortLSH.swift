@@ -1,0 +1,79 @@
+/// sortLSH (HyperAttention §3): r random hyperplanes, a Gray-code bucket per row, and a stable
+/// counting sort of rows by bucket.
+///
+///     b_j = [x · w_j > 0],   c = Σ_j b_j 2^j,   bucket = gray⁻¹(c)
+///
+/// where gray(i) = i ⊕ (i >> 1) is the reflected Gray code, the ordering in which adjacent
+/// buckets differ in one bit (g(1) = [0, 1]; g(r) = g(r−1) ++ reverse(g(r−1)) + 2^(r−1)).
+package struct SortLSH: Sendable {
+    /// Hyperplane normals, `bits × headDim`, row-major.
+    package let directions: [Float]
+    package let bits: Int
+    package let headDim: Int
+
+    /// The hyperplanes of one head and recursion node; shared by that node's Q and K.
+    package init(bits: Int, headDim: Int, seed: UInt64, head: Int, node: UInt64) {
+        let rng = CounterRandom(seed: seed, head: head, node: node, purpose: .hashDirections)
+        directions = (0..<(bits * headDim)).map { Float(rng.gaussian($0)) }
+        self.bits = bits
+        self.headDim = headDim
+    }
+
+    /// Number of buckets, 2^bits.
+    package var bucketCount: Int { 1 << bits }
+
+    /// Position of `code` in the Gray-code ordering: the inverse Gray code (prefix XOR).
+    @inline(__always) package static func grayRank(_ code: Int) -> Int {
+        var x = code, shift = 1
+        while (x >> shift) != 0 { x ^= x >> shift; shift <<= 1 }
+        return x
+    }
+
+    /// Bucket of each of `count` rows at `rows + index(r) · headDim`, written to `buckets`.
+    package func hash(rows: UnsafePointer<Float>, count: Int, buckets: UnsafeMutablePointer<UInt16>, index: (Int) -> Int) {
+        let d = headDim
+        directions.withUnsafeBufferPointer { w in
+            for r in 0..<count {
+                let x = rows + index(r) * d
+                var code = 0
+                for j in 0..<bits {
+                    let wj = w.baseAddress! + j * d
+                    var dot: Float = 0
+                    var c = 0
+                    var acc = SIMD16<Float>()
+                    while c + 16 <= d {
+                        acc.addProduct(x.loadVec16(c), UnsafePointer(wj).loadVec16(c))
+                        c += 16
+                    }
+                    dot = acc.sum()
+                    while c < d { dot += x[c] * wj[c]; c += 1 }
+                    if dot > 0 { code |= 1 << j }
+                }
+                buckets[r] = UInt16(SortLSH.grayRank(code))
+            }
+        }
+    }
+
+    /// Stable counting sort: `order[p]` = the row (0..<count) at sorted position p.
+    package static func sortedOrder(buckets: UnsafePointer<UInt16>, count: Int, bucketCount: Int, order: UnsafeMutablePointer<Int32>) {
+        var start = [Int](repeating: 0, count: bucketCount + 1)
+        for r in 0..<count { start[Int(buckets[r]) + 1] += 1 }
+        for b in 0..<bucketCount { start[b + 1] += start[b] }
+        for r in 0..<count {
+            let b = Int(buckets[r])
+            order[start[b]] = Int32(r)
+            start[b] += 1
+        }
+    }
+}
+
+/// The proportional block partition of HyperAttention: `blocks = ceil(n_k / b)`, and block j
+/// holds sorted positions [⌊j·n/blocks⌋, ⌊(j+1)·n/blocks⌋) of a length-n side (n_k for keys,
+/// n_q for queries). Any n works; no padding.
+package struct BlockPartition: Sendable, Equatable {
+    package let blocks: Int
+    package init(keyCount: Int, blockSize: Int) { blocks = max(1, (keyCount + blockSize - 1) / blockSize) }
+    @inline(__always) package func range(_ j: Int, length n: Int) -> Range<Int> {
+        (j * n / blocks)..<((j + 1) * n / blocks)
+    }
+}

@@ -1,0 +1,90 @@
+@testable import HyperAttention
+import HyperAttentionTestSupport
+import Testing
+
+@Suite("sortLSH, blocks, samples, randomness")
+struct SortLSHTests {
+    @Test("Gray order: g(r) = g(r−1) ++ reverse(g(r−1)) + 2^(r−1), adjacent buckets differ in one bit", arguments: 1...10)
+    func grayOrder(bits: Int) {
+        var g = [0, 1]
+        for r in 1..<bits { g = g + g.reversed().map { $0 + (1 << r) } }
+        if bits == 1 { g = [0, 1] }
+        // The bucket of code g[i] is i.
+        for (i, code) in g.enumerated() { #expect(SortLSH.grayRank(code) == i) }
+        for i in 1..<g.count { #expect((g[i] ^ g[i - 1]).nonzeroBitCount == 1) }
+    }
+
+    @Test("counting sort is stable and sorts by bucket")
+    func stableSort() {
+        let buckets: [UInt16] = [3, 1, 3, 0, 1, 2, 3, 0]
+        var order = [Int32](repeating: -1, count: buckets.count)
+        buckets.withUnsafeBufferPointer { b in
+            order.withUnsafeMutableBufferPointer { o in SortLSH.sortedOrder(buckets: b.baseAddress!, count: 8, bucketCount: 4, order: o.baseAddress!) }
+        }
+        #expect(order == [3, 7, 1, 4, 5, 0, 2, 6])
+    }
+
+    @Test("hash: x and 2x share a bucket; −x gets the complement code")
+    func hashGeometry() {
+        let lsh = SortLSH(bits: 7, headDim: 20, seed: 5, head: 0, node: 1)
+        let x = TestData.gaussian([20], seed: 3).scalars
+        let rows = x + x.map { 2 * $0 } + x.map { -$0 }
+        var buckets = [UInt16](repeating: 0, count: 3)
+        rows.withUnsafeBufferPointer { r in buckets.withUnsafeMutableBufferPointer { b in lsh.hash(rows: r.baseAddress!, count: 3, buckets: b.baseAddress!) { $0 } } }
+        #expect(buckets[0] == buckets[1])
+        // −x flips every bit: code c ^ (2^r − 1). The inverse Gray code is linear over XOR, so
+        // its bucket is rank(c) ^ rank(2^r − 1).
+        #expect(Int(buckets[2]) == Int(buckets[0]) ^ SortLSH.grayRank(127))
+    }
+
+    @Test("proportional blocks cover 0..<n without gaps, sizes differ by at most one", arguments: [1, 7, 255, 256, 257, 1000, 4097])
+    func blocks(n: Int) {
+        let p = BlockPartition(keyCount: n, blockSize: 64)
+        #expect(p.blocks == (n + 63) / 64)
+        var next = 0, sizes: [Int] = []
+        for j in 0..<p.blocks {
+            let r = p.range(j, length: n)
+            #expect(r.lowerBound == next)
+            next = r.upperBound
+            sizes.append(r.count)
+        }
+        #expect(next == n)
+        #expect(sizes.max()! - sizes.min()! <= 1)
+    }
+
+    @Test("stratified samples: one per stratum, weights are the stratum sizes and sum to n_k")
+    func stratifiedSamples() {
+        let rng = CounterRandom(seed: 1, head: 0, node: 2, purpose: .samplePositions)
+        for (n, m) in [(1000, 256), (100, 256), (8192, 256), (7, 3)] {
+            let s = SampleSet(estimator: .stratified, keyCount: n, count: m, random: rng)
+            #expect(s.positions.count == min(n, m))
+            #expect(s.weights.reduce(0, +) == Double(n))
+            for (i, p) in s.positions.enumerated() {
+                let strata = min(n, m)
+                #expect((i * n / strata)..<((i + 1) * n / strata) ~= Int(p))
+            }
+        }
+        let u = SampleSet(estimator: .uniform, keyCount: 1000, count: 50, random: rng)
+        #expect(u.positions.count == 50 && u.positions.allSatisfy { (0..<1000).contains($0) })
+        #expect(u.weights.allSatisfy { $0 == 20 })
+    }
+
+    @Test("counter-based randomness is a pure function of its key fields")
+    func counterRandom() {
+        let a = CounterRandom(seed: 1, head: 2, node: 3, purpose: .samplePositions)
+        let b = CounterRandom(seed: 1, head: 2, node: 3, purpose: .samplePositions)
+        #expect((0..<100).map(a.bits) == (0..<100).map(b.bits))
+        let others = [CounterRandom(seed: 2, head: 2, node: 3, purpose: .samplePositions),
+                      CounterRandom(seed: 1, head: 3, node: 3, purpose: .samplePositions),
+                      CounterRandom(seed: 1, head: 2, node: 4, purpose: .samplePositions),
+                      CounterRandom(seed: 1, head: 2, node: 3, purpose: .hashDirections)]
+        for o in others { #expect(o.bits(0) != a.bits(0)) }
+        // Gaussian: mean ≈ 0, variance ≈ 1 over 20000 draws.
+        let g = (0..<20000).map(a.gaussian)
+        let mean = g.reduce(0, +) / 20000, variance = g.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 20000
+        #expect(abs(mean) < 0.03 && abs(variance - 1) < 0.05)
+        // Uniform integers stay in range and hit every value.
+        let hits = Set((0..<2000).map { a.integer($0, below: 10) })
+        #expect(hits == Set(0..<10))
+    }
+}
