@@ -1,0 +1,26 @@
+import ArgumentParser
+import CPUFeatures  // links the constructor that refuses CPUs without AVX2/FMA before `main`
+import HyperAttention
+
+/// The `hyperattn` command: HyperAttention and exact attention over long sequences.
+@main
+struct Hyperattn: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "hyperattn",
+        abstract: "Exact attention and HyperAttention (Han et al., ICLR 2024) over long sequences.",
+        discussion: """
+            With no subcommand, runs the built-in synthetic job: b=1, 8 heads, n=32768, d=64, \
+            causal HyperAttention on deterministic clustered Gaussian inputs (flags override it, \
+            e.g. `hyperattn --n 4096 --exact`), and prints time, GFLOP/s, the machine's fp32 FMA \
+            peak measured in the same run, and the error against exact attention on sampled rows.
+
+            `hyperattn run` reads Q, K, V from .npy files and writes O (and the row log-sum-exp); \
+            `hyperattn bench` times exact and HyperAttention over sequence lengths and writes \
+            JSON/CSV tables.
+
+            Build with `scripts/build.sh` (release, `-Xswiftc -target-cpu -Xswiftc haswell`): \
+            without a target CPU Swift emits no FMA instructions and the kernels run 60-140× slower.
+            """,
+        subcommands: [DefaultJob.self, Run.self, Bench.self],
+        defaultSubcommand: DefaultJob.self)
+}

@@ -1,3 +1,0 @@
-import CPUFeatures
-import HyperAttention
-print("hyperattn: CLI under construction")
