@@ -29,12 +29,27 @@ final class PieceExecutor: @unchecked Sendable {
 
     /// Runs one level: pieces with disjoint query rows.
     func run(_ pieces: [Piece]) {
-        // 1. sortLSH order and samples of every HyperAttention piece.
+        // 1. sortLSH order and samples of every HyperAttention piece: hash rows in chunks of
+        //    every piece in parallel, then sort each piece.
         let hyperIndices = pieces.indices.filter { pieces[$0].hyper }
+        let hashing = hyperIndices.map { HashingJob(plan: plan, piece: pieces[$0]) }
+        var chunks: [(job: Int, keys: Bool, rows: Range<Int>)] = []
+        let chunkRows = 2048
+        for (j, job) in hashing.enumerated() {
+            for (isKey, count) in [(false, job.piece.queries.count), (true, job.piece.keys.count)] {
+                for start in stride(from: 0, to: count, by: chunkRows) {
+                    chunks.append((j, isKey, start..<min(start + chunkRows, count)))
+                }
+            }
+        }
+        let hashChunks = chunks
+        parallelFor(hashChunks.count, threads: threads) { [self] i, _ in
+            let c = hashChunks[i]
+            hashing[c.job].hash(io: io, bases: bases(hashing[c.job].piece.head), keys: c.keys, rows: c.rows)
+        }
         let preparations = PreparationTable(count: pieces.count)
         parallelFor(hyperIndices.count, threads: threads) { [self] i, _ in
-            let p = hyperIndices[i]
-            preparations[p] = prepare(pieces[p])
+            preparations[hyperIndices[i]] = prepare(hashing[i])
         }
         // 2. Blocks and tiles, heaviest first (the order does not change any result).
         var items: [(cost: Int, item: WorkItem)] = []
@@ -74,7 +89,7 @@ final class PieceExecutor: @unchecked Sendable {
 
     // MARK: - Head addressing
 
-    private func bases(_ head: Int) -> (q: Int, k: Int, v: Int, o: Int, l: Int) {
+    fileprivate func bases(_ head: Int) -> (q: Int, k: Int, v: Int, o: Int, l: Int) {
         let s = plan.shape
         let b = head / s.queryHeads, h = head % s.queryHeads
         let kv = b * s.keyHeads + h / s.groupSize
@@ -110,24 +125,10 @@ final class PieceExecutor: @unchecked Sendable {
 
     // MARK: - HyperAttention
 
-    private func prepare(_ piece: Piece) -> HyperPreparation {
-        let s = plan.shape, o = plan.options, base = bases(piece.head)
-        let node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
-        let lsh = SortLSH(bits: o.lshBits, headDim: s.headDim, seed: o.seed, head: piece.head, node: node)
-        func order(_ rows: UnsafePointer<Float>, _ count: Int) -> [Int32] {
-            var buckets = [UInt16](repeating: 0, count: count)
-            var order = [Int32](repeating: 0, count: count)
-            buckets.withUnsafeMutableBufferPointer { b in
-                lsh.hash(rows: rows, count: count, buckets: b.baseAddress!) { $0 }
-                order.withUnsafeMutableBufferPointer { o in
-                    SortLSH.sortedOrder(buckets: b.baseAddress!, count: count, bucketCount: lsh.bucketCount, order: o.baseAddress!)
-                }
-            }
-            return order
-        }
-        let queryOrder = order(io.query + base.q + piece.queries.lowerBound * s.headDim, piece.queries.count)
-        let keyOrder = order(io.key + base.k + piece.keys.lowerBound * s.headDim, piece.keys.count)
-        let random = CounterRandom(seed: o.seed, head: piece.head, node: node, purpose: .samplePositions)
+    private func prepare(_ job: HashingJob) -> HyperPreparation {
+        let s = plan.shape, o = plan.options, piece = job.piece, base = bases(piece.head)
+        let queryOrder = job.sortedOrder(keys: false), keyOrder = job.sortedOrder(keys: true)
+        let random = CounterRandom(seed: o.seed, head: piece.head, node: job.node, purpose: .samplePositions)
         let samples = SampleSet(estimator: o.estimator, keyCount: piece.keys.count, count: o.samples, random: random)
         var valueSum: [Double] = []
         if o.estimator == .stratifiedControlVariate {
@@ -151,20 +152,24 @@ final class PieceExecutor: @unchecked Sendable {
         let queryRange = prep.partition.range(j, length: piece.queries.count)
         let keyRange = prep.partition.range(j, length: piece.keys.count)
         let samples = prep.samples
-        let unmasked = samples.positions.indices.filter { !keyRange.contains(Int(samples.positions[$0])) }
         let blockKeys = keyRange.count
-        ws.reserveGather(rows: blockKeys + unmasked.count)
+        ws.reserveGather(rows: blockKeys + samples.positions.count)
         let keyBase = io.key + base.k + piece.keys.lowerBound * d
         let valueBase = io.value + base.v + piece.keys.lowerBound * dv
-        func gather(_ slot: Int, _ sortedPosition: Int) {
+        @inline(__always) func gather(_ slot: Int, _ sortedPosition: Int) {
             let row = Int(prep.keyOrder[sortedPosition])
-            (ws.keys + slot * d).update(from: keyBase + row * d, count: d)
-            (ws.values + slot * dvp).update(from: valueBase + row * dv, count: dv)
+            copyRow(from: keyBase + row * d, to: ws.keys + slot * d, count: d)
+            copyRow(from: valueBase + row * dv, to: ws.values + slot * dvp, count: dv)
         }
         for (t, p) in keyRange.enumerated() { gather(t, p) }
-        for (t, i) in unmasked.enumerated() {
-            gather(blockKeys + t, Int(samples.positions[i]))
-            ws.keyBias[blockKeys + t] = samples.logWeights[i]
+        // The samples outside this block (those inside are already counted exactly).
+        var sampleCount = 0
+        var sampleIndex = ws.sampleIndex
+        for i in samples.positions.indices where !keyRange.contains(Int(samples.positions[i])) {
+            gather(blockKeys + sampleCount, Int(samples.positions[i]))
+            ws.keyBias[blockKeys + sampleCount] = samples.logWeights[i]
+            sampleIndex[sampleCount] = Int32(i)
+            sampleCount += 1
         }
         let controlVariate = plan.options.estimator == .stratifiedControlVariate
         if controlVariate {
@@ -173,8 +178,8 @@ final class PieceExecutor: @unchecked Sendable {
             for t in 0..<blockKeys {
                 for c in 0..<dv { ws.valueCorrection[c] -= Double(ws.values[t * dvp + c]) }
             }
-            for (t, i) in unmasked.enumerated() {
-                let w = samples.weights[i]
+            for t in 0..<sampleCount {
+                let w = samples.weights[Int(sampleIndex[t])]
                 for c in 0..<dv { ws.valueCorrection[c] -= w * Double(ws.values[(blockKeys + t) * dvp + c]) }
             }
         }
@@ -191,14 +196,14 @@ final class PieceExecutor: @unchecked Sendable {
             let first = t0
             ws.beginTile(query: queryBase, count: count, width: width, scaleLog2: scaleLog2) { Int(prep.queryOrder[first + $0]) }
             ws.attend(rows: blockRows, keyCount: blockKeys, queryCount: count, width: width, causalOffset: nil, countsAsSamples: false)
-            ws.attend(rows: sampleRows, keyCount: unmasked.count, queryCount: count, width: width, causalOffset: nil, countsAsSamples: true)
+            ws.attend(rows: sampleRows, keyCount: sampleCount, queryCount: count, width: width, causalOffset: nil, countsAsSamples: true)
             if controlVariate { ws.applyControlVariate(queryCount: count, outsideCount: piece.keys.count - blockKeys) }
             ws.finishTile(count: count, output: io.output + base.o, lse: io.lse + base.l, merge: piece.merge) {
                 q0 + Int(prep.queryOrder[first + $0])
             }
             t0 += count
         }
-        return queryRange.count * (blockKeys + unmasked.count)
+        return queryRange.count * (blockKeys + sampleCount)
     }
 }
 
@@ -209,5 +214,51 @@ final class PreparationTable: @unchecked Sendable {
     subscript(i: Int) -> HyperPreparation? {
         get { slots[i] }
         set { slots[i] = newValue }
+    }
+}
+
+/// Copies `count` floats (short rows: a plain SIMD loop beats a memmove call).
+@inline(__always) func copyRow(from src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, count: Int) {
+    var c = 0
+    while c + 16 <= count { dst.storeVec16(src.loadVec16(c), c); c += 16 }
+    while c < count { dst[c] = src[c]; c += 1 }
+}
+
+/// Hash buckets of one HyperAttention piece's query and key rows, filled chunk by chunk by
+/// several workers (disjoint rows), then sorted.
+final class HashingJob: @unchecked Sendable {
+    let piece: Piece
+    let node: UInt64
+    let lsh: SortLSH
+    let queryBuckets: UnsafeMutablePointer<UInt16>
+    let keyBuckets: UnsafeMutablePointer<UInt16>
+
+    init(plan: AttentionPlan, piece: Piece) {
+        self.piece = piece
+        node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
+        lsh = SortLSH(bits: plan.options.lshBits, headDim: plan.shape.headDim, seed: plan.options.seed, head: piece.head, node: node)
+        queryBuckets = .allocate(capacity: max(1, piece.queries.count))
+        keyBuckets = .allocate(capacity: max(1, piece.keys.count))
+    }
+
+    deinit {
+        queryBuckets.deallocate()
+        keyBuckets.deallocate()
+    }
+
+    func hash(io: AttentionIO, bases: (q: Int, k: Int, v: Int, o: Int, l: Int), keys: Bool, rows: Range<Int>) {
+        let d = lsh.headDim
+        let first = keys ? io.key + bases.k + piece.keys.lowerBound * d : io.query + bases.q + piece.queries.lowerBound * d
+        let out = keys ? keyBuckets : queryBuckets
+        lsh.hash(rows: first + rows.lowerBound * d, count: rows.count, buckets: out + rows.lowerBound) { $0 }
+    }
+
+    func sortedOrder(keys: Bool) -> [Int32] {
+        let count = keys ? piece.keys.count : piece.queries.count
+        var order = [Int32](repeating: 0, count: count)
+        order.withUnsafeMutableBufferPointer { o in
+            SortLSH.sortedOrder(buckets: keys ? keyBuckets : queryBuckets, count: count, bucketCount: lsh.bucketCount, order: o.baseAddress!)
+        }
+        return order
     }
 }

@@ -95,8 +95,10 @@ final class TensorStorage: @unchecked Sendable {
     private let deallocator: (@Sendable () -> Void)?
 
     init(count: Int) {
-        // At least one element so that `pointer` is always a valid address, even for empty tensors.
-        pointer = .allocate(capacity: max(count, 1))
+        // At least one element so that `pointer` is always a valid address, even for empty
+        // tensors; cache-line aligned for the kernels' 16-lane loads.
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
+            .bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
         deallocator = nil
     }
@@ -114,6 +116,6 @@ final class TensorStorage: @unchecked Sendable {
     }
 
     deinit {
-        if let deallocator { deallocator() } else { pointer.deallocate() }
+        if let deallocator { deallocator() } else { UnsafeMutableRawPointer(pointer).deallocate() }
     }
 }

@@ -51,6 +51,8 @@ final class TileWorkspace {
     private(set) var keys: UnsafeMutablePointer<Float>
     private(set) var values: UnsafeMutablePointer<Float>
     private(set) var keyBias: UnsafeMutablePointer<Float>
+    /// Which sample each gathered sample row is (index into the node's sample set).
+    private(set) var sampleIndex: UnsafeMutablePointer<Int32>
     /// Value-sum vector of the control variate, `paddedValueDim` doubles.
     let valueCorrection: UnsafeMutablePointer<Double>
 
@@ -61,36 +63,40 @@ final class TileWorkspace {
         self.headDim = headDim
         self.valueDim = valueDim
         paddedValueDim = (valueDim + microCols - 1) / microCols * microCols
-        queryT = .allocate(capacity: headDim * queryTile)
-        scores = .allocate(capacity: keyChunk * queryTile)
-        acc = .allocate(capacity: queryTile * paddedValueDim)
-        rowMax = .allocate(capacity: queryTile)
-        rowSum = .allocate(capacity: queryTile)
-        alpha = .allocate(capacity: queryTile)
-        sampleSum = .allocate(capacity: queryTile)
-        chunkMax = .allocate(capacity: queryTile)
-        valueChunk = .allocate(capacity: keyChunk * paddedValueDim)
+        queryT = allocateAligned(headDim * queryTile)
+        scores = allocateAligned(keyChunk * queryTile)
+        acc = allocateAligned(queryTile * paddedValueDim)
+        rowMax = allocateAligned(queryTile)
+        rowSum = allocateAligned(queryTile)
+        alpha = allocateAligned(queryTile)
+        sampleSum = allocateAligned(queryTile)
+        chunkMax = allocateAligned(queryTile)
+        valueChunk = allocateAligned(keyChunk * paddedValueDim)
         valueChunk.initialize(repeating: 0, count: keyChunk * paddedValueDim)
-        keys = .allocate(capacity: 1)
-        values = .allocate(capacity: 1)
-        keyBias = .allocate(capacity: 1)
-        valueCorrection = .allocate(capacity: paddedValueDim)
+        keys = allocateAligned(1)
+        values = allocateAligned(1)
+        keyBias = allocateAligned(1)
+        sampleIndex = allocateAligned(1)
+        valueCorrection = allocateAligned(paddedValueDim)
     }
 
     /// Makes room for `rows` gathered key/value rows.
     func reserveGather(rows: Int) {
         guard rows > gatherCapacity else { return }
-        keys.deallocate(); values.deallocate(); keyBias.deallocate()
+        UnsafeMutableRawPointer(keys).deallocate(); UnsafeMutableRawPointer(values).deallocate()
+        UnsafeMutableRawPointer(keyBias).deallocate(); UnsafeMutableRawPointer(sampleIndex).deallocate()
         gatherCapacity = max(rows, gatherCapacity * 2)
-        keys = .allocate(capacity: gatherCapacity * headDim)
-        values = .allocate(capacity: gatherCapacity * paddedValueDim)
+        keys = allocateAligned(gatherCapacity * headDim)
+        values = allocateAligned(gatherCapacity * paddedValueDim)
         values.initialize(repeating: 0, count: gatherCapacity * paddedValueDim)
-        keyBias = .allocate(capacity: gatherCapacity)
+        keyBias = allocateAligned(gatherCapacity)
+        sampleIndex = allocateAligned(gatherCapacity)
     }
 
     deinit {
-        for p in [queryT, scores, acc, rowMax, rowSum, alpha, sampleSum, chunkMax, valueChunk, keys, values, keyBias] { p.deallocate() }
-        valueCorrection.deallocate()
+        for p in [queryT, scores, acc, rowMax, rowSum, alpha, sampleSum, chunkMax, valueChunk, keys, values, keyBias] { UnsafeMutableRawPointer(p).deallocate() }
+        UnsafeMutableRawPointer(sampleIndex).deallocate()
+        UnsafeMutableRawPointer(valueCorrection).deallocate()
     }
 }
 
@@ -107,17 +113,28 @@ struct KeyValueRows {
 
 extension TileWorkspace {
     /// Packs Q̃ᵀ for `count` query rows (row r at `query + rowIndex(r) · headDim`), scaled by
-    /// `scaleLog2` = scale · log2 e, and zero-pads the tile to `width` columns. Resets the
+    /// `scaleLog2` = scale · log2 e, and pads the tile to `width` columns by repeating the last
+    /// row (columns never mix, and padded columns are never written out). Resets the
     /// online-softmax state.
     @inline(__always)
     func beginTile(query: UnsafePointer<Float>, count: Int, width: Int, scaleLog2: Float, rowIndex: (Int) -> Int) {
         let d = headDim
-        for r in 0..<count {
-            let src = query + rowIndex(r) * d
-            for c in 0..<d { queryT[c * width + r] = src[c] * scaleLog2 }
-        }
-        if count < width {
-            for c in 0..<d { (queryT + c * width + count).initialize(repeating: 0, count: width - count) }
+        let scale = SIMD8<Float>(repeating: scaleLog2)
+        var r0 = 0
+        // Eight rows at a time: eight strided loads make one contiguous 8-lane store.
+        while r0 < width {
+            let last = count - 1
+            let p0 = query + rowIndex(min(r0, last)) * d, p1 = query + rowIndex(min(r0 + 1, last)) * d
+            let p2 = query + rowIndex(min(r0 + 2, last)) * d, p3 = query + rowIndex(min(r0 + 3, last)) * d
+            let p4 = query + rowIndex(min(r0 + 4, last)) * d, p5 = query + rowIndex(min(r0 + 5, last)) * d
+            let p6 = query + rowIndex(min(r0 + 6, last)) * d, p7 = query + rowIndex(min(r0 + 7, last)) * d
+            var out = queryT + r0
+            for c in 0..<d {
+                let v = SIMD8<Float>(p0[c], p1[c], p2[c], p3[c], p4[c], p5[c], p6[c], p7[c]) * scale
+                UnsafeMutableRawPointer(out).storeBytes(of: v, as: SIMD8<Float>.self)
+                out += width
+            }
+            r0 += 8
         }
         rowMax.initialize(repeating: -.infinity, count: width)
         rowSum.initialize(repeating: 0, count: width)
@@ -178,15 +195,33 @@ extension TileWorkspace {
             while c0 < width {
                 var s0 = Vec16(), s1 = Vec16(), s2 = Vec16(), s3 = Vec16(), s4 = Vec16(), s5 = Vec16()
                 var q = qt + c0
-                for c in 0..<d {
-                    let qv = q.loadVec16(0)
-                    s0.addProduct(Vec16(repeating: k0[c]), qv)
-                    s1.addProduct(Vec16(repeating: k1[c]), qv)
-                    s2.addProduct(Vec16(repeating: k2[c]), qv)
-                    s3.addProduct(Vec16(repeating: k3[c]), qv)
-                    s4.addProduct(Vec16(repeating: k4[c]), qv)
-                    s5.addProduct(Vec16(repeating: k5[c]), qv)
-                    q += width
+                var c = 0
+                // Two steps of k per iteration (half the loop overhead), then the odd one.
+                while c + 2 <= d {
+                    let qa = q.loadVec16(0), qb = q.loadVec16(width)
+                    s0.addProduct(Vec16(repeating: k0[c]), qa)
+                    s1.addProduct(Vec16(repeating: k1[c]), qa)
+                    s2.addProduct(Vec16(repeating: k2[c]), qa)
+                    s3.addProduct(Vec16(repeating: k3[c]), qa)
+                    s4.addProduct(Vec16(repeating: k4[c]), qa)
+                    s5.addProduct(Vec16(repeating: k5[c]), qa)
+                    s0.addProduct(Vec16(repeating: k0[c + 1]), qb)
+                    s1.addProduct(Vec16(repeating: k1[c + 1]), qb)
+                    s2.addProduct(Vec16(repeating: k2[c + 1]), qb)
+                    s3.addProduct(Vec16(repeating: k3[c + 1]), qb)
+                    s4.addProduct(Vec16(repeating: k4[c + 1]), qb)
+                    s5.addProduct(Vec16(repeating: k5[c + 1]), qb)
+                    q += 2 * width
+                    c += 2
+                }
+                if c < d {
+                    let qa = q.loadVec16(0)
+                    s0.addProduct(Vec16(repeating: k0[c]), qa)
+                    s1.addProduct(Vec16(repeating: k1[c]), qa)
+                    s2.addProduct(Vec16(repeating: k2[c]), qa)
+                    s3.addProduct(Vec16(repeating: k3[c]), qa)
+                    s4.addProduct(Vec16(repeating: k4[c]), qa)
+                    s5.addProduct(Vec16(repeating: k5[c]), qa)
                 }
                 if let bias {
                     s0 += bias[min(j0, last)]; s1 += bias[min(j0 + 1, last)]; s2 += bias[min(j0 + 2, last)]
@@ -277,16 +312,34 @@ extension TileWorkspace {
                 var o5 = acc.loadVec16(r5 * dvp + c0) * a5
                 var v = values + c0
                 var pj = p
-                for _ in 0..<keyCount {
-                    let vv = v.loadVec16(0)
-                    o0.addProduct(Vec16(repeating: pj[r0]), vv)
-                    o1.addProduct(Vec16(repeating: pj[r1]), vv)
-                    o2.addProduct(Vec16(repeating: pj[r2]), vv)
-                    o3.addProduct(Vec16(repeating: pj[r3]), vv)
-                    o4.addProduct(Vec16(repeating: pj[r4]), vv)
-                    o5.addProduct(Vec16(repeating: pj[r5]), vv)
-                    v += valueStride
-                    pj += width
+                var j = 0
+                while j + 2 <= keyCount {
+                    let va = v.loadVec16(0), vb = v.loadVec16(valueStride)
+                    let pk = pj + width
+                    o0.addProduct(Vec16(repeating: pj[r0]), va)
+                    o1.addProduct(Vec16(repeating: pj[r1]), va)
+                    o2.addProduct(Vec16(repeating: pj[r2]), va)
+                    o3.addProduct(Vec16(repeating: pj[r3]), va)
+                    o4.addProduct(Vec16(repeating: pj[r4]), va)
+                    o5.addProduct(Vec16(repeating: pj[r5]), va)
+                    o0.addProduct(Vec16(repeating: pk[r0]), vb)
+                    o1.addProduct(Vec16(repeating: pk[r1]), vb)
+                    o2.addProduct(Vec16(repeating: pk[r2]), vb)
+                    o3.addProduct(Vec16(repeating: pk[r3]), vb)
+                    o4.addProduct(Vec16(repeating: pk[r4]), vb)
+                    o5.addProduct(Vec16(repeating: pk[r5]), vb)
+                    v += 2 * valueStride
+                    pj += 2 * width
+                    j += 2
+                }
+                if j < keyCount {
+                    let va = v.loadVec16(0)
+                    o0.addProduct(Vec16(repeating: pj[r0]), va)
+                    o1.addProduct(Vec16(repeating: pj[r1]), va)
+                    o2.addProduct(Vec16(repeating: pj[r2]), va)
+                    o3.addProduct(Vec16(repeating: pj[r3]), va)
+                    o4.addProduct(Vec16(repeating: pj[r4]), va)
+                    o5.addProduct(Vec16(repeating: pj[r5]), va)
                 }
                 // Store in reverse so that a repeated last row ends with its own (equal) value.
                 acc.storeVec16(o5, r5 * dvp + c0)
@@ -349,3 +402,11 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+
+/// Memory for `count` elements on a 64-byte (cache-line) boundary, so that 16-lane loads of
+/// rows whose stride is a multiple of 16 never straddle two lines. Free with
+/// `UnsafeMutableRawPointer(p).deallocate()`.
+func allocateAligned<T>(_ count: Int) -> UnsafeMutablePointer<T> {
+    UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<T>.stride, alignment: 64)
+        .bindMemory(to: T.self, capacity: max(count, 1))
+}
