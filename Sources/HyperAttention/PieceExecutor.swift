@@ -106,7 +106,8 @@ final class PieceExecutor: @unchecked Sendable {
     private func exactTile(_ piece: Piece, queries: Range<Int>, ws: TileWorkspace) -> Int {
         let s = plan.shape, base = bases(piece.head)
         let count = queries.count, width = (count + microCols - 1) / microCols * microCols
-        ws.beginTile(query: io.query + base.q, count: count, width: width, scaleLog2: scaleLog2) { queries.lowerBound + $0 }
+        let q = io.query + base.q
+        ws.beginTile(count: count, width: width, scaleLog2: scaleLog2) { q + (queries.lowerBound + $0) * s.headDim }
         let first = piece.keys.lowerBound
         let keyCount = piece.causal ? queries.upperBound - first : piece.keys.count
         let rows = KeyValueRows(
@@ -114,7 +115,11 @@ final class PieceExecutor: @unchecked Sendable {
             valueStride: s.valueDim, valuesPadded: s.valueDim % microCols == 0, bias: nil)
         ws.attend(rows: rows, keyCount: keyCount, queryCount: count, width: width,
                   causalOffset: piece.causal ? queries.lowerBound - first : nil, countsAsSamples: false)
-        ws.finishTile(count: count, output: io.output + base.o, lse: io.lse + base.l, merge: piece.merge) { queries.lowerBound + $0 }
+        let out = io.output + base.o, lse = io.lse + base.l
+        ws.finishTile(count: count) { r, o, l in
+            let row = queries.lowerBound + r
+            mergePartial(into: out + row * s.valueDim, logSumExp: lse + row, partial: o, partialLogSumExp: l, count: s.valueDim, merge: piece.merge)
+        }
         if piece.causal {
             // Query i sees keys first...i.
             let a = queries.lowerBound - first + 1, b = queries.upperBound - first
@@ -148,7 +153,7 @@ final class PieceExecutor: @unchecked Sendable {
     /// softmax pass per query tile. Returns the number of query–key pairs evaluated.
     private func hyperBlock(_ piece: Piece, _ prep: HyperPreparation, block j: Int, ws: TileWorkspace) -> Int {
         let s = plan.shape, base = bases(piece.head)
-        let d = s.headDim, dv = s.valueDim, dvp = ws.paddedValueDim
+        let d = s.headDim, dv = s.valueDim
         let queryRange = prep.partition.range(j, length: piece.queries.count)
         let keyRange = prep.partition.range(j, length: piece.keys.count)
         let samples = prep.samples
@@ -156,53 +161,33 @@ final class PieceExecutor: @unchecked Sendable {
         ws.reserveGather(rows: blockKeys + samples.positions.count)
         let keyBase = io.key + base.k + piece.keys.lowerBound * d
         let valueBase = io.value + base.v + piece.keys.lowerBound * dv
-        @inline(__always) func gather(_ slot: Int, _ sortedPosition: Int) {
-            let row = Int(prep.keyOrder[sortedPosition])
-            copyRow(from: keyBase + row * d, to: ws.keys + slot * d, count: d)
-            copyRow(from: valueBase + row * dv, to: ws.values + slot * dvp, count: dv)
+        for (t, p) in keyRange.enumerated() {
+            let row = Int(prep.keyOrder[p])
+            ws.gather(slot: t, key: keyBase + row * d, value: valueBase + row * dv)
         }
-        for (t, p) in keyRange.enumerated() { gather(t, p) }
         // The samples outside this block (those inside are already counted exactly).
         var sampleCount = 0
-        var sampleIndex = ws.sampleIndex
+        var weights: [Double] = []
+        let controlVariate = plan.options.estimator == .stratifiedControlVariate
         for i in samples.positions.indices where !keyRange.contains(Int(samples.positions[i])) {
-            gather(blockKeys + sampleCount, Int(samples.positions[i]))
-            ws.keyBias[blockKeys + sampleCount] = samples.logWeights[i]
-            sampleIndex[sampleCount] = Int32(i)
+            let row = Int(prep.keyOrder[Int(samples.positions[i])])
+            ws.gather(slot: blockKeys + sampleCount, key: keyBase + row * d, value: valueBase + row * dv)
+            ws.setSampleWeight(slot: blockKeys + sampleCount, logWeight: samples.logWeights[i])
+            if controlVariate { weights.append(samples.weights[i]) }
             sampleCount += 1
         }
-        let controlVariate = plan.options.estimator == .stratifiedControlVariate
-        if controlVariate {
-            // D = Σ_{k∉B} v_k − Σ_s w_s v_s  (all in float64).
-            for c in 0..<dv { ws.valueCorrection[c] = prep.valueSum[c] }
-            for t in 0..<blockKeys {
-                for c in 0..<dv { ws.valueCorrection[c] -= Double(ws.values[t * dvp + c]) }
-            }
-            for t in 0..<sampleCount {
-                let w = samples.weights[Int(sampleIndex[t])]
-                for c in 0..<dv { ws.valueCorrection[c] -= w * Double(ws.values[(blockKeys + t) * dvp + c]) }
-            }
-        }
-        let blockRows = KeyValueRows(keys: ws.keys, values: ws.values, valueStride: dvp, valuesPadded: true, bias: nil)
-        let sampleRows = KeyValueRows(
-            keys: ws.keys + blockKeys * d, values: ws.values + blockKeys * dvp, valueStride: dvp, valuesPadded: true,
-            bias: UnsafePointer(ws.keyBias + blockKeys))
+        if controlVariate { ws.setValueCorrection(nodeValueSum: prep.valueSum, blockKeys: blockKeys, sampleWeights: weights) }
         let queryBase = io.query + base.q + piece.queries.lowerBound * d
-        let q0 = piece.queries.lowerBound
-        var t0 = queryRange.lowerBound
-        while t0 < queryRange.upperBound {
-            let count = min(AttentionPlan.queryTile, queryRange.upperBound - t0)
-            let width = (count + microCols - 1) / microCols * microCols
-            let first = t0
-            ws.beginTile(query: queryBase, count: count, width: width, scaleLog2: scaleLog2) { Int(prep.queryOrder[first + $0]) }
-            ws.attend(rows: blockRows, keyCount: blockKeys, queryCount: count, width: width, causalOffset: nil, countsAsSamples: false)
-            ws.attend(rows: sampleRows, keyCount: sampleCount, queryCount: count, width: width, causalOffset: nil, countsAsSamples: true)
-            if controlVariate { ws.applyControlVariate(queryCount: count, outsideCount: piece.keys.count - blockKeys) }
-            ws.finishTile(count: count, output: io.output + base.o, lse: io.lse + base.l, merge: piece.merge) {
-                q0 + Int(prep.queryOrder[first + $0])
-            }
-            t0 += count
-        }
+        let out = io.output + base.o + piece.queries.lowerBound * dv, lse = io.lse + base.l + piece.queries.lowerBound
+        let order = prep.queryOrder
+        ws.runBlock(
+            queryCount: queryRange.count, blockKeys: blockKeys, sampleCount: sampleCount, scaleLog2: scaleLog2,
+            outsideCount: controlVariate ? piece.keys.count - blockKeys : nil,
+            queryRow: { queryBase + Int(order[queryRange.lowerBound + $0]) * d },
+            emit: { i, o, l in
+                let row = Int(order[queryRange.lowerBound + i])
+                mergePartial(into: out + row * dv, logSumExp: lse + row, partial: o, partialLogSumExp: l, count: dv, merge: piece.merge)
+            })
         return queryRange.count * (blockKeys + sampleCount)
     }
 }

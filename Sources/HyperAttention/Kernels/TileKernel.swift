@@ -19,14 +19,14 @@ let microCols = 16
 
 /// Per-worker buffers of the tile kernel. Everything a tile writes lives here, so workers never
 /// share mutable memory except their disjoint output rows.
-final class TileWorkspace {
+package final class TileWorkspace {
     /// Queries per tile (a multiple of 16) and keys per chunk (a multiple of 6).
     let queryTile: Int
     let keyChunk: Int
     let headDim: Int
     let valueDim: Int
     /// `valueDim` rounded up to 16: the row stride of `acc` and of staged value rows.
-    let paddedValueDim: Int
+    package let paddedValueDim: Int
 
     /// Q̃ᵀ of the tile: `headDim × queryTile`.
     let queryT: UnsafeMutablePointer<Float>
@@ -56,7 +56,7 @@ final class TileWorkspace {
     /// Value-sum vector of the control variate, `paddedValueDim` doubles.
     let valueCorrection: UnsafeMutablePointer<Double>
 
-    init(queryTile: Int, keyChunk: Int, headDim: Int, valueDim: Int) {
+    package init(queryTile: Int, keyChunk: Int, headDim: Int, valueDim: Int) {
         precondition(queryTile % microCols == 0 && keyChunk % microRows == 0)
         self.queryTile = queryTile
         self.keyChunk = keyChunk
@@ -81,7 +81,7 @@ final class TileWorkspace {
     }
 
     /// Makes room for `rows` gathered key/value rows.
-    func reserveGather(rows: Int) {
+    package func reserveGather(rows: Int) {
         guard rows > gatherCapacity else { return }
         UnsafeMutableRawPointer(keys).deallocate(); UnsafeMutableRawPointer(values).deallocate()
         UnsafeMutableRawPointer(keyBias).deallocate(); UnsafeMutableRawPointer(sampleIndex).deallocate()
@@ -112,22 +112,22 @@ struct KeyValueRows {
 }
 
 extension TileWorkspace {
-    /// Packs Q̃ᵀ for `count` query rows (row r at `query + rowIndex(r) · headDim`), scaled by
+    /// Packs Q̃ᵀ for `count` query rows (row r at `rowPointer(r)`), scaled by
     /// `scaleLog2` = scale · log2 e, and pads the tile to `width` columns by repeating the last
     /// row (columns never mix, and padded columns are never written out). Resets the
     /// online-softmax state.
     @inline(__always)
-    func beginTile(query: UnsafePointer<Float>, count: Int, width: Int, scaleLog2: Float, rowIndex: (Int) -> Int) {
+    func beginTile(count: Int, width: Int, scaleLog2: Float, rowPointer: (Int) -> UnsafePointer<Float>) {
         let d = headDim
         let scale = SIMD8<Float>(repeating: scaleLog2)
         var r0 = 0
         // Eight rows at a time: eight strided loads make one contiguous 8-lane store.
         while r0 < width {
             let last = count - 1
-            let p0 = query + rowIndex(min(r0, last)) * d, p1 = query + rowIndex(min(r0 + 1, last)) * d
-            let p2 = query + rowIndex(min(r0 + 2, last)) * d, p3 = query + rowIndex(min(r0 + 3, last)) * d
-            let p4 = query + rowIndex(min(r0 + 4, last)) * d, p5 = query + rowIndex(min(r0 + 5, last)) * d
-            let p6 = query + rowIndex(min(r0 + 6, last)) * d, p7 = query + rowIndex(min(r0 + 7, last)) * d
+            let p0 = rowPointer(min(r0, last)), p1 = rowPointer(min(r0 + 1, last))
+            let p2 = rowPointer(min(r0 + 2, last)), p3 = rowPointer(min(r0 + 3, last))
+            let p4 = rowPointer(min(r0 + 4, last)), p5 = rowPointer(min(r0 + 5, last))
+            let p6 = rowPointer(min(r0 + 6, last)), p7 = rowPointer(min(r0 + 7, last))
             var out = queryT + r0
             for c in 0..<d {
                 let v = SIMD8<Float>(p0[c], p1[c], p2[c], p3[c], p4[c], p5[c], p6[c], p7[c]) * scale
@@ -354,6 +354,63 @@ extension TileWorkspace {
         }
     }
 
+    /// Copies one key row and its value row into gathered slot `slot` (values zero-padded to
+    /// `paddedValueDim`).
+    @inline(__always)
+    package func gather(slot: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
+        copyRow(from: key, to: keys + slot * headDim, count: headDim)
+        copyRow(from: value, to: values + slot * paddedValueDim, count: valueDim)
+    }
+
+    /// Sets the logit weight of gathered slot `slot` (a sample): log2(w).
+    @inline(__always)
+    package func setSampleWeight(slot: Int, logWeight: Float) { keyBias[slot] = logWeight }
+
+    /// Control variate: D = Σ_{k∉B} v_k − Σ_s w_s v_s, from Σ_k v_k over the node's keys, the
+    /// gathered block rows (slots 0..<blockKeys) and the gathered samples with weights `weights`.
+    package func setValueCorrection(nodeValueSum: [Double], blockKeys: Int, sampleWeights: [Double]) {
+        let dv = valueDim, dvp = paddedValueDim
+        for c in 0..<dv { valueCorrection[c] = nodeValueSum[c] }
+        for t in 0..<blockKeys {
+            for c in 0..<dv { valueCorrection[c] -= Double(values[t * dvp + c]) }
+        }
+        for (t, w) in sampleWeights.enumerated() {
+            for c in 0..<dv { valueCorrection[c] -= w * Double(values[(blockKeys + t) * dvp + c]) }
+        }
+    }
+
+    /// The fused HyperAttention block kernel: each query tile of the block runs one online
+    /// softmax over the block's gathered keys (slots 0..<blockKeys) and then its gathered,
+    /// weighted samples (the next `sampleCount` slots); no n × m matrix. Query tiles are the
+    /// block's queries in order, 48 at a time, so a query's arithmetic is fixed by the block.
+    /// - Parameters:
+    ///   - queryRow: the i-th query of the block (sorted order).
+    ///   - outsideCount: with the control variate, N = number of node keys outside the block
+    ///     (`setValueCorrection` must have been called); nil otherwise.
+    ///   - emit: receives (i, o_i, lse_i) for every query of the block.
+    @inline(__always)
+    package func runBlock(
+        queryCount: Int, blockKeys: Int, sampleCount: Int, scaleLog2: Float, outsideCount: Int?,
+        queryRow: (Int) -> UnsafePointer<Float>, emit: (Int, UnsafePointer<Float>, Float) -> Void
+    ) {
+        let blockRows = KeyValueRows(keys: keys, values: values, valueStride: paddedValueDim, valuesPadded: true, bias: nil)
+        let sampleRows = KeyValueRows(
+            keys: keys + blockKeys * headDim, values: values + blockKeys * paddedValueDim, valueStride: paddedValueDim,
+            valuesPadded: true, bias: UnsafePointer(keyBias + blockKeys))
+        var t0 = 0
+        while t0 < queryCount {
+            let count = min(queryTile, queryCount - t0)
+            let width = (count + microCols - 1) / microCols * microCols
+            let first = t0
+            beginTile(count: count, width: width, scaleLog2: scaleLog2) { queryRow(first + $0) }
+            attend(rows: blockRows, keyCount: blockKeys, queryCount: count, width: width, causalOffset: nil, countsAsSamples: false)
+            attend(rows: sampleRows, keyCount: sampleCount, queryCount: count, width: width, causalOffset: nil, countsAsSamples: true)
+            if let outsideCount { applyControlVariate(queryCount: count, outsideCount: outsideCount) }
+            finishTile(count: count) { emit(first + $0, $1, $2) }
+            t0 += count
+        }
+    }
+
     /// Adds the control-variate term (sampleSum_i / N) · D to each unnormalised output row, with
     /// D = `valueCorrection` (Σ_{k∉B} v_k − Σ_s w_s v_s) and N = `outsideCount`.
     func applyControlVariate(queryCount: Int, outsideCount: Int) {
@@ -366,35 +423,47 @@ extension TileWorkspace {
         }
     }
 
-    /// Writes (or lse-merges) the tile's normalised rows: row r goes to
-    /// `output + outputRow(r) · valueDim` and `lse[outputRow(r)]`.
-    ///
-    ///     merge((o₁, l₁), (o₂, l₂)):  l = logaddexp(l₁, l₂);  o = o₁·e^(l₁−l) + o₂·e^(l₂−l)
+    /// Hands each of the tile's first `count` rows to `emit` as a normalised partial
+    /// (o_r = O_r / ℓ_r, lse_r = (m_r + log2 ℓ_r) · ln 2). A query that saw no key at all (every
+    /// key masked) gives the empty partial (0, −inf).
     @inline(__always)
-    func finishTile(count: Int, output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>, merge: Bool, outputRow: (Int) -> Int) {
+    func finishTile(count: Int, emit: (_ row: Int, _ output: UnsafePointer<Float>, _ logSumExp: Float) -> Void) {
         let dv = valueDim, dvp = paddedValueDim
         for r in 0..<count {
-            let row = outputRow(r)
-            let out = output + row * dv
             let src = acc + r * dvp
             let sum = rowSum[r]
-            // A query that saw no key at all (every key masked) gets the empty partial (0, −inf).
-            let newLse: Float = sum > 0 ? (rowMax[r] + log2f(sum)) * ln2 : -.infinity
-            if !merge || lse[row] == -.infinity {
-                let inv: Float = sum > 0 ? 1 / sum : 0
-                for c in 0..<dv { out[c] = src[c] * inv }
-                lse[row] = newLse
-            } else if newLse > -.infinity {
-                let old = lse[row]
-                let m = max(old, newLse)
-                let total = m + logf(expf(old - m) + expf(newLse - m))
-                let wOld = expf(old - total)
-                let wNew = expf(newLse - total) / sum
-                for c in 0..<dv { out[c] = out[c] * wOld + src[c] * wNew }
-                lse[row] = total
-            }
+            let lse: Float = sum > 0 ? (rowMax[r] + log2f(sum)) * ln2 : -.infinity
+            let inv: Float = sum > 0 ? 1 / sum : 0
+            for c in 0..<dv { src[c] *= inv }
+            emit(r, UnsafePointer(src), lse)
         }
     }
+}
+
+/// Writes a partial (o, lse) over a row, or lse-merges it into the row's existing partial:
+///
+///     merge((o₁, l₁), (o₂, l₂)):  l = logaddexp(l₁, l₂);  o = o₁·e^(l₁−l) + o₂·e^(l₂−l)
+///
+/// in fp32; an empty partial (0, −inf) on either side leaves the other unchanged. Every merge in
+/// the package (tiles, recursion levels, ranks) goes through here, so the same partials merged
+/// in the same order give the same bits wherever they were computed.
+@inline(__always)
+package func mergePartial(
+    into output: UnsafeMutablePointer<Float>, logSumExp: UnsafeMutablePointer<Float>,
+    partial: UnsafePointer<Float>, partialLogSumExp newLse: Float, count: Int, merge: Bool
+) {
+    let old = logSumExp.pointee
+    if !merge || old == -.infinity {
+        output.update(from: partial, count: count)
+        logSumExp.pointee = newLse
+        return
+    }
+    guard newLse > -.infinity else { return }
+    let m = max(old, newLse)
+    let total = m + logf(expf(old - m) + expf(newLse - m))
+    let wOld = expf(old - total), wNew = expf(newLse - total)
+    for c in 0..<count { output[c] = output[c] * wOld + partial[c] * wNew }
+    logSumExp.pointee = total
 }
 
 #if canImport(Glibc)
