@@ -10,21 +10,21 @@ import Synchronization
 /// adds the rectangle Q[s..<hi] × K[lo..<s]. The pieces of one level touch disjoint query rows,
 /// so they run in parallel; levels run in a fixed order (leaves, then rectangles from the
 /// deepest to the root), so each row's partials are lse-merged in the same order every time.
-struct AttentionPlan {
-    let shape: AttentionShape
-    let options: AttentionOptions
+package struct AttentionPlan {
+    package let shape: AttentionShape
+    package let options: AttentionOptions
 
     /// Query-tile width and key-chunk length of the tile kernel.
     static let queryTile = Int(ProcessInfo.processInfo.environment["HA_QT"] ?? "") ?? 48
     static let keyChunk = Int(ProcessInfo.processInfo.environment["HA_KC"] ?? "") ?? 96
 
-    init(shape: AttentionShape, options: AttentionOptions) {
+    package init(shape: AttentionShape, options: AttentionOptions) {
         self.shape = shape
         self.options = options
     }
 
     /// The levels of pieces for one head, in execution order.
-    func levels(head: Int) -> [[Piece]] {
+    package func levels(head: Int) -> [[Piece]] {
         let nq = shape.queryCount, nk = shape.keyCount
         let hyperAllowed = options.mode == .hyper
         if !options.causal {
@@ -78,7 +78,8 @@ struct AttentionPlan {
                         lse.withUnsafeMutableBufferPointer { l in
                             let io = AttentionIO(
                                 query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!,
-                                output: o.baseAddress!, lse: l.baseAddress!)
+                                output: o.baseAddress!, lse: l.baseAddress!,
+                                queryRows: 0..<shape.queryCount, keyRows: 0..<shape.keyCount)
                             let executor = PieceExecutor(plan: self, io: io, threads: threads, meter: meter)
                             for level in levelsAll { executor.run(level) }
                             stats.evaluatedPairs = executor.evaluatedPairs
@@ -103,25 +104,49 @@ struct AttentionPlan {
 }
 
 /// Attention of `queries` × `keys` of one head (global query-head index `head`).
-struct Piece: Sendable {
-    var head: Int
-    var queries: Range<Int>
-    var keys: Range<Int>
+package struct Piece: Sendable, Equatable {
+    package var head: Int
+    package var queries: Range<Int>
+    package var keys: Range<Int>
     /// Exact causal (only for square pieces on the diagonal: queries == keys).
-    var causal: Bool
+    package var causal: Bool
     /// HyperAttention (non-causal) rather than exact.
-    var hyper: Bool
+    package var hyper: Bool
     /// lse-merge into the rows' existing partials rather than overwrite them.
-    var merge: Bool
+    package var merge: Bool
+
+    package init(head: Int, queries: Range<Int>, keys: Range<Int>, causal: Bool, hyper: Bool, merge: Bool) {
+        self.head = head
+        self.queries = queries
+        self.keys = keys
+        self.causal = causal
+        self.hyper = hyper
+        self.merge = merge
+    }
 }
 
-/// Raw pointers of one call's tensors (valid for the call).
-struct AttentionIO: @unchecked Sendable {
-    let query: UnsafePointer<Float>
-    let key: UnsafePointer<Float>
-    let value: UnsafePointer<Float>
-    let output: UnsafeMutablePointer<Float>
-    let lse: UnsafeMutablePointer<Float>
+/// Raw pointers of one call's tensors (valid for the call), laid out `[b, h, rows, d]`, holding
+/// the global token rows `queryRows` (Q, O, lse) and `keyRows` (K, V) of every head: all of them
+/// in a single process, one rank's shard under MPI. Pieces name rows by global token index.
+package struct AttentionIO: @unchecked Sendable {
+    package let query: UnsafePointer<Float>
+    package let key: UnsafePointer<Float>
+    package let value: UnsafePointer<Float>
+    package let output: UnsafeMutablePointer<Float>
+    package let lse: UnsafeMutablePointer<Float>
+    package let queryRows: Range<Int>
+    package let keyRows: Range<Int>
+
+    package init(query: UnsafePointer<Float>, key: UnsafePointer<Float>, value: UnsafePointer<Float>,
+                 output: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>, queryRows: Range<Int>, keyRows: Range<Int>) {
+        self.query = query
+        self.key = key
+        self.value = value
+        self.output = output
+        self.lse = lse
+        self.queryRows = queryRows
+        self.keyRows = keyRows
+    }
 }
 
 /// The sortLSH order and the shared sample set of one HyperAttention piece.
@@ -156,7 +181,8 @@ package func attentionPiece(
             value.withUnsafeBufferPointer { v in
                 output.withUnsafeMutableBufferPointer { out in
                     lse.withUnsafeMutableBufferPointer { l in
-                        let io = AttentionIO(query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!, output: out.baseAddress!, lse: l.baseAddress!)
+                        let io = AttentionIO(query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!, output: out.baseAddress!, lse: l.baseAddress!,
+                                             queryRows: 0..<shape.queryCount, keyRows: 0..<shape.keyCount)
                         PieceExecutor(plan: plan, io: io, threads: o.effectiveThreads, meter: ProgressMeter(total: 1, callback: nil)).run([piece])
                     }
                 }

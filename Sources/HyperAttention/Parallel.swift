@@ -72,12 +72,12 @@ package final class PerWorker<T>: @unchecked Sendable {
 
 /// Shared progress bookkeeping: workers add finished cost; the callback is throttled to about
 /// one call per percent.
-final class ProgressMeter: Sendable {
+package final class ProgressMeter: Sendable {
     let total: Double
     let done = Atomic<Int>(0)
     let lastReported = Atomic<Int>(-1)
     let callback: (@Sendable (Double) -> Void)?
-    init(total: Double, callback: (@Sendable (Double) -> Void)?) {
+    package init(total: Double, callback: (@Sendable (Double) -> Void)?) {
         self.total = max(total, 1)
         self.callback = callback
     }

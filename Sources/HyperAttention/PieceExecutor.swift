@@ -1,7 +1,7 @@
 import Synchronization
 
 /// Runs levels of pieces on a pool of workers, each with its own `TileWorkspace`.
-final class PieceExecutor: @unchecked Sendable {
+package final class PieceExecutor: @unchecked Sendable {
     let plan: AttentionPlan
     let io: AttentionIO
     let threads: Int
@@ -9,9 +9,9 @@ final class PieceExecutor: @unchecked Sendable {
     let workspaces: PerWorker<TileWorkspace>
     private let pairs = Atomic<Int>(0)
 
-    var evaluatedPairs: Int { pairs.load(ordering: .relaxed) }
+    package var evaluatedPairs: Int { pairs.load(ordering: .relaxed) }
 
-    init(plan: AttentionPlan, io: AttentionIO, threads: Int, meter: ProgressMeter) {
+    package init(plan: AttentionPlan, io: AttentionIO, threads: Int, meter: ProgressMeter) {
         self.plan = plan
         self.io = io
         self.threads = threads
@@ -28,7 +28,7 @@ final class PieceExecutor: @unchecked Sendable {
     }
 
     /// Runs one level: pieces with disjoint query rows.
-    func run(_ pieces: [Piece]) {
+    package func run(_ pieces: [Piece]) {
         // 1. sortLSH order and samples of every HyperAttention piece: hash rows in chunks of
         //    every piece in parallel, then sort each piece.
         let hyperIndices = pieces.indices.filter { pieces[$0].hyper }
@@ -45,7 +45,9 @@ final class PieceExecutor: @unchecked Sendable {
         let hashChunks = chunks
         parallelFor(hashChunks.count, threads: threads) { [self] i, _ in
             let c = hashChunks[i]
-            hashing[c.job].hash(io: io, bases: bases(hashing[c.job].piece.head), keys: c.keys, rows: c.rows)
+            let job = hashing[c.job]
+            let first = c.keys ? keyRow(job.piece.head, job.piece.keys.lowerBound) : queryRow(job.piece.head, job.piece.queries.lowerBound)
+            job.hash(first: first, keys: c.keys, rows: c.rows)
         }
         let preparations = PreparationTable(count: pieces.count)
         parallelFor(hyperIndices.count, threads: threads) { [self] i, _ in
@@ -87,38 +89,48 @@ final class PieceExecutor: @unchecked Sendable {
         }
     }
 
-    // MARK: - Head addressing
+    // MARK: - Addressing (global token rows → the stored rows of `io`)
 
-    fileprivate func bases(_ head: Int) -> (q: Int, k: Int, v: Int, o: Int, l: Int) {
+    private func kvHead(_ head: Int) -> Int {
         let s = plan.shape
-        let b = head / s.queryHeads, h = head % s.queryHeads
-        let kv = b * s.keyHeads + h / s.groupSize
-        return (head * s.queryCount * s.headDim, kv * s.keyCount * s.headDim, kv * s.keyCount * s.valueDim,
-                head * s.queryCount * s.valueDim, head * s.queryCount)
+        return (head / s.queryHeads) * s.keyHeads + (head % s.queryHeads) / s.groupSize
+    }
+    func queryRow(_ head: Int, _ row: Int) -> UnsafePointer<Float> {
+        io.query + (head * io.queryRows.count + row - io.queryRows.lowerBound) * plan.shape.headDim
+    }
+    func keyRow(_ head: Int, _ row: Int) -> UnsafePointer<Float> {
+        io.key + (kvHead(head) * io.keyRows.count + row - io.keyRows.lowerBound) * plan.shape.headDim
+    }
+    func valueRow(_ head: Int, _ row: Int) -> UnsafePointer<Float> {
+        io.value + (kvHead(head) * io.keyRows.count + row - io.keyRows.lowerBound) * plan.shape.valueDim
+    }
+    func outputRow(_ head: Int, _ row: Int) -> UnsafeMutablePointer<Float> {
+        io.output + (head * io.queryRows.count + row - io.queryRows.lowerBound) * plan.shape.valueDim
+    }
+    func lseEntry(_ head: Int, _ row: Int) -> UnsafeMutablePointer<Float> {
+        io.lse + (head * io.queryRows.count + row - io.queryRows.lowerBound)
     }
 
-    private var scaleLog2: Float { plan.options.effectiveScale(headDim: plan.shape.headDim) * log2e }
+    var scaleLog2: Float { plan.options.effectiveScale(headDim: plan.shape.headDim) * log2e }
 
     // MARK: - Exact tiles
 
     /// Exact attention of one query tile against the piece's keys (causal: keys up to the
     /// tile's last query). Returns the number of query–key pairs evaluated.
     private func exactTile(_ piece: Piece, queries: Range<Int>, ws: TileWorkspace) -> Int {
-        let s = plan.shape, base = bases(piece.head)
+        let s = plan.shape, h = piece.head
         let count = queries.count, width = (count + microCols - 1) / microCols * microCols
-        let q = io.query + base.q
-        ws.beginTile(count: count, width: width, scaleLog2: scaleLog2) { q + (queries.lowerBound + $0) * s.headDim }
+        ws.beginTile(count: count, width: width, scaleLog2: scaleLog2) { self.queryRow(h, queries.lowerBound + $0) }
         let first = piece.keys.lowerBound
         let keyCount = piece.causal ? queries.upperBound - first : piece.keys.count
         let rows = KeyValueRows(
-            keys: io.key + base.k + first * s.headDim, values: io.value + base.v + first * s.valueDim,
+            keys: keyRow(h, first), values: valueRow(h, first),
             valueStride: s.valueDim, valuesPadded: s.valueDim % microCols == 0, bias: nil)
         ws.attend(rows: rows, keyCount: keyCount, queryCount: count, width: width,
                   causalOffset: piece.causal ? queries.lowerBound - first : nil, countsAsSamples: false)
-        let out = io.output + base.o, lse = io.lse + base.l
         ws.finishTile(count: count) { r, o, l in
             let row = queries.lowerBound + r
-            mergePartial(into: out + row * s.valueDim, logSumExp: lse + row, partial: o, partialLogSumExp: l, count: s.valueDim, merge: piece.merge)
+            mergePartial(into: outputRow(h, row), logSumExp: lseEntry(h, row), partial: o, partialLogSumExp: l, count: s.valueDim, merge: piece.merge)
         }
         if piece.causal {
             // Query i sees keys first...i.
@@ -131,14 +143,14 @@ final class PieceExecutor: @unchecked Sendable {
     // MARK: - HyperAttention
 
     private func prepare(_ job: HashingJob) -> HyperPreparation {
-        let s = plan.shape, o = plan.options, piece = job.piece, base = bases(piece.head)
+        let s = plan.shape, o = plan.options, piece = job.piece
         let queryOrder = job.sortedOrder(keys: false), keyOrder = job.sortedOrder(keys: true)
         let random = CounterRandom(seed: o.seed, head: piece.head, node: job.node, purpose: .samplePositions)
         let samples = SampleSet(estimator: o.estimator, keyCount: piece.keys.count, count: o.samples, random: random)
         var valueSum: [Double] = []
         if o.estimator == .stratifiedControlVariate {
             valueSum = [Double](repeating: 0, count: s.valueDim)
-            let v = io.value + base.v + piece.keys.lowerBound * s.valueDim
+            let v = valueRow(piece.head, piece.keys.lowerBound)
             for r in 0..<piece.keys.count {
                 for c in 0..<s.valueDim { valueSum[c] += Double(v[r * s.valueDim + c]) }
             }
@@ -152,15 +164,15 @@ final class PieceExecutor: @unchecked Sendable {
     /// One LSH block: its queries against its keys plus the unmasked samples, in one online
     /// softmax pass per query tile. Returns the number of query–key pairs evaluated.
     private func hyperBlock(_ piece: Piece, _ prep: HyperPreparation, block j: Int, ws: TileWorkspace) -> Int {
-        let s = plan.shape, base = bases(piece.head)
+        let s = plan.shape, h = piece.head
         let d = s.headDim, dv = s.valueDim
         let queryRange = prep.partition.range(j, length: piece.queries.count)
         let keyRange = prep.partition.range(j, length: piece.keys.count)
         let samples = prep.samples
         let blockKeys = keyRange.count
         ws.reserveGather(rows: blockKeys + samples.positions.count)
-        let keyBase = io.key + base.k + piece.keys.lowerBound * d
-        let valueBase = io.value + base.v + piece.keys.lowerBound * dv
+        let keyBase = keyRow(h, piece.keys.lowerBound)
+        let valueBase = valueRow(h, piece.keys.lowerBound)
         for (t, p) in keyRange.enumerated() {
             let row = Int(prep.keyOrder[p])
             ws.gather(slot: t, key: keyBase + row * d, value: valueBase + row * dv)
@@ -177,8 +189,8 @@ final class PieceExecutor: @unchecked Sendable {
             sampleCount += 1
         }
         if controlVariate { ws.setValueCorrection(nodeValueSum: prep.valueSum, blockKeys: blockKeys, sampleWeights: weights) }
-        let queryBase = io.query + base.q + piece.queries.lowerBound * d
-        let out = io.output + base.o + piece.queries.lowerBound * dv, lse = io.lse + base.l + piece.queries.lowerBound
+        let queryBase = queryRow(h, piece.queries.lowerBound)
+        let out = outputRow(h, piece.queries.lowerBound), lse = lseEntry(h, piece.queries.lowerBound)
         let order = prep.queryOrder
         ws.runBlock(
             queryCount: queryRange.count, blockKeys: blockKeys, sampleCount: sampleCount, scaleLog2: scaleLog2,
@@ -231,9 +243,9 @@ final class HashingJob: @unchecked Sendable {
         keyBuckets.deallocate()
     }
 
-    func hash(io: AttentionIO, bases: (q: Int, k: Int, v: Int, o: Int, l: Int), keys: Bool, rows: Range<Int>) {
+    /// Hashes rows `rows` (relative to the piece's first query or key row, at `first`).
+    func hash(first: UnsafePointer<Float>, keys: Bool, rows: Range<Int>) {
         let d = lsh.headDim
-        let first = keys ? io.key + bases.k + piece.keys.lowerBound * d : io.query + bases.q + piece.queries.lowerBound * d
         let out = keys ? keyBuckets : queryBuckets
         lsh.hash(rows: first + rows.lowerBound * d, count: rows.count, buckets: out + rows.lowerBound) { $0 }
     }
