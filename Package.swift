@@ -20,6 +20,8 @@ let package = Package(
     products: [
         .library(name: "HyperAttention", targets: ["HyperAttention"]),
         .library(name: "NPY", targets: ["NPY"]),
+        .library(name: "MPI", targets: ["MPI"]),
+        .library(name: "DistributedHyperAttention", targets: ["DistributedHyperAttention"]),
         .executable(name: "hyperattn", targets: ["hyperattn"]),
     ],
     dependencies: [
@@ -37,6 +39,24 @@ let package = Package(
             path: "Sources/NPY"
         ),
 
+        // MARK: - MPI
+        .systemLibrary(
+            name: "CMPI",
+            path: "Sources/CMPI",
+            pkgConfig: "ompi",
+            providers: [.apt(["libopenmpi-dev"])]
+        ),
+        .target(
+            name: "MPI",
+            dependencies: ["CMPI"],
+            path: "Sources/MPI"
+        ),
+        .target(
+            name: "DistributedHyperAttention",
+            dependencies: ["HyperAttention", "MPI"],
+            path: "Sources/DistributedHyperAttention"
+        ),
+
         // MARK: - Executable
         .target(
             name: "CPUFeatures",
@@ -52,6 +72,17 @@ let package = Package(
         ),
 
         // MARK: - Test support and tests
+        // Programs run under `mpirun` by scripts/test-mpi.sh and the MPI test bundle.
+        .executableTarget(
+            name: "MPIChecks",
+            dependencies: ["MPI"],
+            path: "Sources/MPIChecks"
+        ),
+        .executableTarget(
+            name: "DistributedChecks",
+            dependencies: ["DistributedHyperAttention", "HyperAttention", "MPI", "HyperAttentionTestSupport"],
+            path: "Sources/DistributedChecks"
+        ),
         .target(
             name: "HyperAttentionTestSupport",
             dependencies: ["HyperAttention"],
@@ -66,6 +97,10 @@ let package = Package(
             name: "NPYTests",
             dependencies: ["NPY"],
             path: "Tests/NPYTests"
+        ),
+        .testTarget(
+            name: "MPITests",
+            path: "Tests/MPITests"
         ),
         .testTarget(
             name: "CLITests",

@@ -15,8 +15,8 @@ package struct AttentionPlan {
     package let options: AttentionOptions
 
     /// Query-tile width and key-chunk length of the tile kernel.
-    static let queryTile = Int(ProcessInfo.processInfo.environment["HA_QT"] ?? "") ?? 48
-    static let keyChunk = Int(ProcessInfo.processInfo.environment["HA_KC"] ?? "") ?? 96
+    package static let queryTile = 48
+    package static let keyChunk = 96
 
     package init(shape: AttentionShape, options: AttentionOptions) {
         self.shape = shape
@@ -94,7 +94,7 @@ package struct AttentionPlan {
     }
 
     /// Approximate work of a piece, in query–key pairs (for progress and scheduling).
-    func cost(of p: Piece) -> Int {
+    package func cost(of p: Piece) -> Int {
         if p.hyper {
             let blocks = BlockPartition(keyCount: p.keys.count, blockSize: options.blockSize).blocks
             return p.queries.count * (p.keys.count / blocks + options.samples)

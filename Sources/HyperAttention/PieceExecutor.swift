@@ -3,10 +3,10 @@ import Synchronization
 /// Runs levels of pieces on a pool of workers, each with its own `TileWorkspace`.
 package final class PieceExecutor: @unchecked Sendable {
     let plan: AttentionPlan
-    let io: AttentionIO
-    let threads: Int
+    package let io: AttentionIO
+    package let threads: Int
     let meter: ProgressMeter
-    let workspaces: PerWorker<TileWorkspace>
+    package let workspaces: PerWorker<TileWorkspace>
     private let pairs = Atomic<Int>(0)
 
     package var evaluatedPairs: Int { pairs.load(ordering: .relaxed) }
@@ -95,23 +95,23 @@ package final class PieceExecutor: @unchecked Sendable {
         let s = plan.shape
         return (head / s.queryHeads) * s.keyHeads + (head % s.queryHeads) / s.groupSize
     }
-    func queryRow(_ head: Int, _ row: Int) -> UnsafePointer<Float> {
+    package func queryRow(_ head: Int, _ row: Int) -> UnsafePointer<Float> {
         io.query + (head * io.queryRows.count + row - io.queryRows.lowerBound) * plan.shape.headDim
     }
-    func keyRow(_ head: Int, _ row: Int) -> UnsafePointer<Float> {
+    package func keyRow(_ head: Int, _ row: Int) -> UnsafePointer<Float> {
         io.key + (kvHead(head) * io.keyRows.count + row - io.keyRows.lowerBound) * plan.shape.headDim
     }
-    func valueRow(_ head: Int, _ row: Int) -> UnsafePointer<Float> {
+    package func valueRow(_ head: Int, _ row: Int) -> UnsafePointer<Float> {
         io.value + (kvHead(head) * io.keyRows.count + row - io.keyRows.lowerBound) * plan.shape.valueDim
     }
-    func outputRow(_ head: Int, _ row: Int) -> UnsafeMutablePointer<Float> {
+    package func outputRow(_ head: Int, _ row: Int) -> UnsafeMutablePointer<Float> {
         io.output + (head * io.queryRows.count + row - io.queryRows.lowerBound) * plan.shape.valueDim
     }
-    func lseEntry(_ head: Int, _ row: Int) -> UnsafeMutablePointer<Float> {
+    package func lseEntry(_ head: Int, _ row: Int) -> UnsafeMutablePointer<Float> {
         io.lse + (head * io.queryRows.count + row - io.queryRows.lowerBound)
     }
 
-    var scaleLog2: Float { plan.options.effectiveScale(headDim: plan.shape.headDim) * log2e }
+    package var scaleLog2: Float { plan.options.effectiveScale(headDim: plan.shape.headDim) * log2e }
 
     // MARK: - Exact tiles
 

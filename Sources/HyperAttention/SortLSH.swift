@@ -76,4 +76,15 @@ package struct BlockPartition: Sendable, Equatable {
     @inline(__always) package func range(_ j: Int, length n: Int) -> Range<Int> {
         (j * n / blocks)..<((j + 1) * n / blocks)
     }
+    /// The block whose range (for a side of length n ≥ 1) holds position x.
+    @inline(__always) package func block(containing x: Int, length n: Int) -> Int {
+        proportionalPart(containing: x, parts: blocks, length: n)
+    }
+}
+
+/// The part j of the proportional partition of 0..<length into `parts` ranges
+/// [⌊j·length/parts⌋, ⌊(j+1)·length/parts⌋) that holds x (the last non-empty one when several
+/// ranges start at x): j = ⌈(x+1)·parts/length⌉ − 1.
+@inline(__always) package func proportionalPart(containing x: Int, parts: Int, length: Int) -> Int {
+    ((x + 1) * parts - 1) / length
 }

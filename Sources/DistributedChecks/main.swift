@@ -1,0 +1,108 @@
+// Checks that distributed attention over P ranks equals the single-process call, for the
+// cases of issue #4: run as `mpirun -np P DistributedChecks [quick|full]`. Rank 0 prints one
+// line per case and `N passed, N failed`; the exit status is non-zero on any failure.
+import DistributedHyperAttention
+import Foundation
+import HyperAttention
+import HyperAttentionTestSupport
+import MPI
+
+struct Case {
+    var name: String
+    var batch = 1, queryHeads = 1, keyHeads = 1
+    var n: Int
+    var nk: Int? = nil
+    var d = 16, dv = 16
+    var options: AttentionOptions
+}
+
+func cases(full: Bool) -> [Case] {
+    var list: [Case] = []
+    for causal in [false, true] {
+        let c = causal ? "causal" : "non-causal"
+        // Fewer blocks than ranks.
+        list.append(Case(name: "\(c) n=300 (5 blocks)", n: 300, options: AttentionOptions(causal: causal, blockSize: 64, samples: 16, minSeqLen: 40)))
+        // Odd n, GQA, d_v ≠ d.
+        list.append(Case(name: "\(c) n=5001 GQA 4/2 dv=24", batch: 1, queryHeads: 4, keyHeads: 2, n: 5001, d: 32, dv: 24,
+                         options: AttentionOptions(causal: causal, blockSize: 96, samples: 48, minSeqLen: 512, seed: 7)))
+        // A power of two.
+        list.append(Case(name: "\(c) n=8192 b=2 h=2", batch: 2, queryHeads: 2, keyHeads: 2, n: 8192, options: AttentionOptions(causal: causal, blockSize: 128, samples: 64, minSeqLen: 1024, seed: 3)))
+        // Below minSeqLen: exact, gathered.
+        list.append(Case(name: "\(c) n=777 exact fallback", n: 777, options: AttentionOptions(causal: causal, minSeqLen: 2048)))
+        for estimator in [ResidualEstimator.uniform, .stratifiedControlVariate] {
+            list.append(Case(name: "\(c) n=3001 \(estimator)", n: 3001, options: AttentionOptions(causal: causal, blockSize: 64, samples: 32, minSeqLen: 300, estimator: estimator)))
+        }
+        if full {
+            list.append(Case(name: "\(c) n=100003", n: 100_003, options: AttentionOptions(causal: causal, seed: 11)))
+        }
+    }
+    list.append(Case(name: "non-causal n_q=3000 n_k=7001", n: 3000, nk: 7001, options: AttentionOptions(blockSize: 100, samples: 50, minSeqLen: 256)))
+    list.append(Case(name: "exact mode causal n=1500", n: 1500, options: AttentionOptions(mode: .exact, causal: true)))
+    return list
+}
+
+/// Rows `rows` of every (batch, head) of a `[b, h, n, dim]` tensor.
+func shard(_ t: Tensor, rows: Range<Int>) throws -> Tensor {
+    let s = t.shape, per = s[2] * s[3]
+    var out: [Float] = []
+    out.reserveCapacity(s[0] * s[1] * rows.count * s[3])
+    let x = t.scalars
+    for bh in 0..<(s[0] * s[1]) { out += x[(bh * per + rows.lowerBound * s[3]) ..< (bh * per + rows.upperBound * s[3])] }
+    return try Tensor(shape: [s[0], s[1], rows.count, s[3]], scalars: out)
+}
+
+do {
+    try MPIEnvironment.initialize()
+    let world = Communicator.world
+    let full = CommandLine.arguments.dropFirst().contains("full")
+    var passed = 0, failed = 0
+    for c in cases(full: full) {
+        let nk = c.nk ?? c.n
+        let q = TestData.gaussian([c.batch, c.queryHeads, c.n, c.d], seed: 1)
+        let k = TestData.gaussian([c.batch, c.keyHeads, nk, c.d], seed: 2)
+        let v = TestData.gaussian([c.batch, c.keyHeads, nk, c.dv], seed: 3)
+        var options = c.options
+        options.threads = 1
+        let shape = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
+        let dist = try DistributedAttention(communicator: world, shape: shape, options: options)
+        let result = try dist.run(query: shard(q, rows: dist.localQueries), key: shard(k, rows: dist.localKeys), value: shard(v, rows: dist.localKeys))
+        // Gather every rank's rows on rank 0, per (batch, head), in token order.
+        let gathered = try world.gatherv(result.output.scalars, root: 0)
+        let gatheredLse = try world.gatherv(result.logSumExp.scalars, root: 0)
+        if world.rank == 0, let gathered, let gatheredLse {
+            let single = try attention(query: q, key: k, value: v, options: options)
+            // Reassemble [rank][bh][rows][dv] into [bh][n][dv].
+            let heads = c.batch * c.queryHeads
+            var out = [Float](repeating: .nan, count: heads * c.n * c.dv)
+            var lse = [Float](repeating: .nan, count: heads * c.n)
+            var offset = 0, lseOffset = 0
+            for r in 0..<world.size {
+                let rows = DistributedAttention.tokenRange(rank: r, ranks: world.size, count: c.n)
+                for bh in 0..<heads {
+                    for i in rows {
+                        for col in 0..<c.dv { out[(bh * c.n + i) * c.dv + col] = gathered.values[offset]; offset += 1 }
+                        lse[bh * c.n + i] = gatheredLse.values[lseOffset]; lseOffset += 1
+                    }
+                }
+            }
+            let expected = single.output.scalars, expectedLse = single.logSumExp.scalars
+            let identical = out == expected && lse == expectedLse
+            let rel = ErrorMeasure.maxRelative(out, expected.map(Double.init))
+            // The control variate's Σ V is summed per rank, then across ranks: fp32-rounding close.
+            let ok = identical || (options.estimator == .stratifiedControlVariate && rel <= 1e-6)
+            if ok { passed += 1 } else { failed += 1 }
+            let pairs = try world.reduce(result.stats.evaluatedPairs, operation: .sum, root: 0) ?? 0
+            print("\(ok ? "ok  " : "FAIL") P=\(world.size) \(c.name): \(identical ? "bit-identical" : String(format: "max rel diff %.2e", rel)); pairs \(pairs) vs \(single.stats.evaluatedPairs)")
+            if pairs != single.stats.evaluatedPairs { failed += 1; print("FAIL pair counts differ") }
+        } else {
+            _ = try world.reduce(result.stats.evaluatedPairs, operation: .sum, root: 0)
+        }
+    }
+    if world.rank == 0 { print("\(passed) passed, \(failed) failed") }
+    let anyFailed = try world.allReduce(failed, operation: .sum)
+    try MPIEnvironment.finalize()
+    exit(anyFailed == 0 ? 0 : 1)
+} catch {
+    FileHandle.standardError.write("DistributedChecks: \(error)\n".data(using: .utf8)!)
+    Communicator.world.abort(code: 2)
+}

@@ -1,0 +1,275 @@
+import Foundation
+import HyperAttention
+import MPI
+
+/// One attention problem spread over the ranks of a communicator (sequence parallel).
+///
+/// Rank p owns tokens [⌊p·n/P⌋, ⌊(p+1)·n/P⌋) of every head (queries by n_q, keys and values by
+/// n_k) and gets back the output rows of exactly those tokens. The result equals the
+/// single-process `attention(query:key:value:options:)` for the same options: bit for bit,
+/// except with the `stratifiedControlVariate` estimator, whose Σ V is summed in another order
+/// (agreement to fp32 rounding there).
+///
+/// How (DESIGN.md §3): the pieces of the single-process plan (exact leaves and HyperAttention
+/// rectangles of the causal recursion, or the one non-causal piece) are run where their rows
+/// live. A piece inside one rank's shard runs there with the core's executor. A HyperAttention
+/// piece spanning several ranks goes through the distributed rectangle (`DistributedRectangle`):
+/// local hashing, a global stable counting sort from bucket histograms (exscan + allreduce),
+/// whole blocks dealt to ranks, one alltoallv for Q rows and one for K|V rows, the sampled rows
+/// allgathered, the core's block kernel, and a reverse alltoallv of (o, lse). An exact piece
+/// spanning ranks (a leaf that straddles a shard boundary, or a problem shorter than
+/// `minSeqLen`) is gathered to the lowest of its ranks, computed there, and sent back. Every
+/// rank merges its tokens' partials in the single-process order: leaves, then rectangles from
+/// the deepest level to the root.
+public struct DistributedAttention {
+    public let communicator: Communicator
+    /// The global problem.
+    public let shape: AttentionShape
+    public let options: AttentionOptions
+
+    /// The tokens of 0..<count that rank `rank` of `ranks` owns.
+    public static func tokenRange(rank: Int, ranks: Int, count: Int) -> Range<Int> {
+        (rank * count / ranks)..<((rank + 1) * count / ranks)
+    }
+
+    /// - Throws: `AttentionError.invalidArgument` for bad options (the same checks as the
+    ///   single-process call).
+    public init(communicator: Communicator, shape: AttentionShape, options: AttentionOptions) throws {
+        try options.validate(for: shape)
+        self.communicator = communicator
+        self.shape = shape
+        self.options = options
+    }
+
+    /// This rank's query rows and key rows.
+    public var localQueries: Range<Int> { Self.tokenRange(rank: communicator.rank, ranks: communicator.size, count: shape.queryCount) }
+    public var localKeys: Range<Int> { Self.tokenRange(rank: communicator.rank, ranks: communicator.size, count: shape.keyCount) }
+
+    /// Shapes of this rank's shards, `[b, h, rows, d]`.
+    public var localQueryShape: [Int] { [shape.batch, shape.queryHeads, localQueries.count, shape.headDim] }
+    public var localKeyShape: [Int] { [shape.batch, shape.keyHeads, localKeys.count, shape.headDim] }
+    public var localValueShape: [Int] { [shape.batch, shape.keyHeads, localKeys.count, shape.valueDim] }
+
+    /// Runs the problem. Every rank of the communicator calls this with its shards.
+    /// - Parameters:
+    ///   - query: this rank's query rows, `localQueryShape`.
+    ///   - key, value: this rank's key and value rows, `localKeyShape` / `localValueShape`.
+    /// - Throws: `AttentionError` for shards of the wrong shape, `MPIError` for MPI failures.
+    public func run(query: Tensor, key: Tensor, value: Tensor) throws -> DistributedResult {
+        for (name, t, expected) in [("query", query, localQueryShape), ("key", key, localKeyShape), ("value", value, localValueShape)]
+        where t.shape != expected {
+            throw AttentionError.invalidArgument(name, "rank \(communicator.rank) expected its shard of shape \(expected), got \(t.shape)")
+        }
+        var report = DistributedReport()
+        let start = MPIEnvironment.wallTime
+        var output = Tensor(shape: [shape.batch, shape.queryHeads, localQueries.count, shape.valueDim])
+        var lse = Tensor(shape: [shape.batch, shape.queryHeads, localQueries.count], repeating: -.infinity)
+        let plan = AttentionPlan(shape: shape, options: options)
+        var thrown: Error?
+        query.withUnsafeBufferPointer { q in
+            key.withUnsafeBufferPointer { k in
+                value.withUnsafeBufferPointer { v in
+                    output.withUnsafeMutableBufferPointer { o in
+                        lse.withUnsafeMutableBufferPointer { l in
+                            let io = AttentionIO(
+                                query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!, output: o.baseAddress!,
+                                lse: l.baseAddress!, queryRows: localQueries, keyRows: localKeys)
+                            let executor = PieceExecutor(
+                                plan: plan, io: io, threads: options.effectiveThreads, meter: ProgressMeter(total: 1, callback: nil))
+                            var run = DistributedRun(attention: self, plan: plan, executor: executor, report: report)
+                            do { try run.execute() } catch { thrown = error }
+                            report = run.report
+                        }
+                    }
+                }
+            }
+        }
+        if let thrown { throw thrown }
+        report.totalSeconds = MPIEnvironment.wallTime - start
+        var stats = AttentionStats()
+        stats.evaluatedPairs = report.evaluatedPairs
+        stats.flops = Double(report.evaluatedPairs) * 2 * Double(shape.headDim + shape.valueDim)
+        return DistributedResult(output: output, logSumExp: lse, stats: stats, report: report)
+    }
+}
+
+/// This rank's output rows and what it took to get them.
+public struct DistributedResult {
+    /// O for this rank's query rows, `[b, h_q, rows, d_v]`.
+    public var output: Tensor
+    /// lse for this rank's query rows, `[b, h_q, rows]`.
+    public var logSumExp: Tensor
+    /// Work done on this rank.
+    public var stats: AttentionStats
+    public var report: DistributedReport
+}
+
+/// Per-rank timings and traffic of a distributed call.
+public struct DistributedReport: Sendable, Codable, Equatable {
+    /// Local hashing of this rank's rows.
+    public var hashSeconds = 0.0
+    /// Bucket histograms (exscan + allreduce) and the alltoallv of Q and K|V rows; also the
+    /// gathering of pieces to their leader rank.
+    public var exchangeSeconds = 0.0
+    /// Allgather of the sampled key/value rows (and the control variate's Σ V).
+    public var sampleGatherSeconds = 0.0
+    /// Attention kernels on this rank (local pieces, blocks, gathered pieces).
+    public var computeSeconds = 0.0
+    /// Reverse alltoallv of (o, lse) and the merges into this rank's rows.
+    public var returnSeconds = 0.0
+    public var totalSeconds = 0.0
+    /// Payload bytes this rank sent and received in collectives (counters included).
+    public var bytesSent = 0
+    public var bytesReceived = 0
+    /// Query–key pairs evaluated on this rank.
+    public var evaluatedPairs = 0
+    public init() {}
+}
+
+/// The state of one distributed call on one rank.
+struct DistributedRun {
+    let attention: DistributedAttention
+    let plan: AttentionPlan
+    let executor: PieceExecutor
+    var report: DistributedReport
+
+    var comm: Communicator { attention.communicator }
+    var shape: AttentionShape { attention.shape }
+
+    /// The ranks (contiguous) that own any of `rows` of a side of length `count`.
+    func owners(of rows: Range<Int>, count: Int) -> ClosedRange<Int>? {
+        guard !rows.isEmpty, count > 0 else { return nil }
+        let p = comm.size
+        return proportionalPart(containing: rows.lowerBound, parts: p, length: count)...proportionalPart(containing: rows.upperBound - 1, parts: p, length: count)
+    }
+
+    /// Ranks taking part in a piece: owners of its queries or of its keys.
+    func participants(_ piece: Piece) -> ClosedRange<Int> {
+        let a = owners(of: piece.queries, count: shape.queryCount)!, b = owners(of: piece.keys, count: shape.keyCount)!
+        return min(a.lowerBound, b.lowerBound)...max(a.upperBound, b.upperBound)
+    }
+
+    mutating func execute() throws {
+        let heads = shape.batch * shape.queryHeads
+        // The levels are the same for every head; only the head index differs.
+        let template = plan.levels(head: 0)
+        for level in template {
+            let spanning = level.filter { participants($0).count > 1 }
+            let local = level.filter { participants($0).count == 1 && participants($0).lowerBound == comm.rank }
+            // 1. Pieces inside this rank's shard: the core executor, all heads at once.
+            if !local.isEmpty {
+                let t = MPIEnvironment.wallTime
+                let before = executor.evaluatedPairs
+                executor.run((0..<heads).flatMap { h in local.map { var p = $0; p.head = h; return p } })
+                report.evaluatedPairs += executor.evaluatedPairs - before
+                report.computeSeconds += MPIEnvironment.wallTime - t
+            }
+            guard !spanning.isEmpty else { continue }
+            // 2. Pieces over several ranks: one sub-communicator per piece. A rank can be in two
+            //    pieces of a level (at most, and then adjacent ones), so split twice: pieces of
+            //    even and of odd index.
+            var mine: [(piece: Piece, comm: Communicator)] = []
+            for parity in 0..<2 {
+                let index = spanning.indices.first { $0 % 2 == parity && participants(spanning[$0]).contains(comm.rank) }
+                if let sub = try comm.split(color: index, key: comm.rank), let index {
+                    mine.append((spanning[index], sub))
+                }
+            }
+            mine.sort { $0.piece.queries.lowerBound < $1.piece.queries.lowerBound }
+            for h in 0..<heads {
+                for (template, sub) in mine {
+                    var piece = template
+                    piece.head = h
+                    let firstRank = participants(piece).lowerBound
+                    if piece.hyper {
+                        var rectangle = DistributedRectangle(run: self, piece: piece, comm: sub, firstWorldRank: firstRank)
+                        try rectangle.execute()
+                        report = rectangle.run.report
+                    } else {
+                        try gatherToLeader(piece, comm: sub, firstWorldRank: firstRank)
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: - Exact pieces spanning ranks
+
+    /// Gathers an exact piece's rows to the lowest participating rank, computes it there with
+    /// the core executor, and sends each rank the (o, lse) of its own query rows.
+    mutating func gatherToLeader(_ piece: Piece, comm sub: Communicator, firstWorldRank: Int) throws {
+        let d = shape.headDim, dv = shape.valueDim
+        let myQ = clamp(piece.queries, to: executor.io.queryRows), myK = clamp(piece.keys, to: executor.io.keyRows)
+        var t = MPIEnvironment.wallTime
+        var qRows: [Float] = [], kRows: [Float] = [], vRows: [Float] = []
+        qRows.reserveCapacity(myQ.count * d)
+        for r in myQ { qRows += UnsafeBufferPointer(start: executor.queryRow(piece.head, r), count: d) }
+        for r in myK {
+            kRows += UnsafeBufferPointer(start: executor.keyRow(piece.head, r), count: d)
+            vRows += UnsafeBufferPointer(start: executor.valueRow(piece.head, r), count: dv)
+        }
+        let gq = try sub.gatherv(qRows, root: 0), gk = try sub.gatherv(kRows, root: 0), gv = try sub.gatherv(vRows, root: 0)
+        report.bytesSent += 4 * (qRows.count + kRows.count + vRows.count)
+        report.exchangeSeconds += MPIEnvironment.wallTime - t
+        // Leader: run the piece on the gathered rows (one head, rows named by global index).
+        var results: [Float] = []
+        var sendCounts = [Int](repeating: 0, count: sub.size)
+        if let gq, let gk, let gv {
+            report.bytesReceived += 4 * (gq.values.count + gk.values.count + gv.values.count)
+            t = MPIEnvironment.wallTime
+            let local = AttentionShape(batch: 1, queryHeads: 1, keyHeads: 1, queryCount: shape.queryCount, keyCount: shape.keyCount, headDim: d, valueDim: dv)
+            var out = [Float](repeating: 0, count: piece.queries.count * dv)
+            var lse = [Float](repeating: -.infinity, count: piece.queries.count)
+            var one = piece
+            one.head = 0
+            one.merge = false
+            let pairs = gq.values.withUnsafeBufferPointer { q in
+                gk.values.withUnsafeBufferPointer { k in
+                    gv.values.withUnsafeBufferPointer { v in
+                        out.withUnsafeMutableBufferPointer { o in
+                            lse.withUnsafeMutableBufferPointer { l in
+                                let io = AttentionIO(query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!, output: o.baseAddress!,
+                                                     lse: l.baseAddress!, queryRows: piece.queries, keyRows: piece.keys)
+                                let ex = PieceExecutor(plan: AttentionPlan(shape: local, options: plan.options), io: io,
+                                                       threads: executor.threads, meter: ProgressMeter(total: 1, callback: nil))
+                                ex.run([one])
+                                return ex.evaluatedPairs
+                            }
+                        }
+                    }
+                }
+            }
+            report.evaluatedPairs += pairs
+            report.computeSeconds += MPIEnvironment.wallTime - t
+            // Rows go back to their owners in token order: owner c gets its slice of the queries.
+            results.reserveCapacity(piece.queries.count * (dv + 1))
+            for c in 0..<sub.size {
+                let rows = clamp(piece.queries, to: DistributedAttention.tokenRange(rank: firstWorldRank + c, ranks: comm.size, count: shape.queryCount))
+                for r in rows {
+                    let i = r - piece.queries.lowerBound
+                    results += out[i * dv ..< (i + 1) * dv]
+                    results.append(lse[i])
+                }
+                sendCounts[c] = rows.count * (dv + 1)
+            }
+        }
+        t = MPIEnvironment.wallTime
+        let back = try sub.allToAllv(results, sendCounts: sendCounts)
+        report.bytesSent += 4 * results.count + 8 * sub.size
+        report.bytesReceived += 4 * back.values.count + 8 * sub.size
+        back.values.withUnsafeBufferPointer { b in
+            for (i, r) in myQ.enumerated() {
+                let row = b.baseAddress! + i * (dv + 1)
+                mergePartial(into: executor.outputRow(piece.head, r), logSumExp: executor.lseEntry(piece.head, r),
+                             partial: row, partialLogSumExp: row[dv], count: dv, merge: piece.merge)
+            }
+        }
+        report.returnSeconds += MPIEnvironment.wallTime - t
+    }
+}
+
+/// The part of `rows` inside `bounds`.
+func clamp(_ rows: Range<Int>, to bounds: Range<Int>) -> Range<Int> {
+    let lo = max(rows.lowerBound, bounds.lowerBound), hi = min(rows.upperBound, bounds.upperBound)
+    return lo < hi ? lo..<hi : lo..<lo
+}
