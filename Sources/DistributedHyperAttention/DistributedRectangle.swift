@@ -196,7 +196,7 @@ struct DistributedRectangle {
                                     }
                                     if controlVariate { ws.setValueCorrection(nodeValueSum: nodeValueSum, blockKeys: kr.count, sampleWeights: weights) }
                                     ws.runBlock(
-                                        queryCount: qr.count, blockKeys: kr.count, sampleCount: count, scaleLog2: scaleLog2,
+                                        queryCount: qr.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: kr.count, sampleCount: count, scaleLog2: scaleLog2,
                                         outsideCount: controlVariate ? nk - kr.count : nil,
                                         queryRow: { ptrs.q + (qr.lowerBound - qStart + $0) * d },
                                         emit: { i, o, l in

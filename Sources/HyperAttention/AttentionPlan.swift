@@ -14,9 +14,13 @@ package struct AttentionPlan {
     package let shape: AttentionShape
     package let options: AttentionOptions
 
-    /// Query-tile width and key-chunk length of the tile kernel.
-    package static let queryTile = 48
-    package static let keyChunk = 96
+    /// Tile sizes of the kernel, chosen by measurement (README, "Performance"): exact tiles of
+    /// 96 queries stream K and V half as often as 48; HyperAttention blocks (~b = 256 queries)
+    /// use tiles of 48 (5 full tiles and a 16-query tail), where the two measure the same;
+    /// keys go in chunks of 48 (a multiple of the 6-row micro-kernel).
+    package static let queryTile = 96
+    package static let blockQueryTile = 48
+    package static let keyChunk = 48
 
     package init(shape: AttentionShape, options: AttentionOptions) {
         self.shape = shape

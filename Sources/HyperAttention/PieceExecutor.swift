@@ -193,7 +193,7 @@ package final class PieceExecutor: @unchecked Sendable {
         let out = outputRow(h, piece.queries.lowerBound), lse = lseEntry(h, piece.queries.lowerBound)
         let order = prep.queryOrder
         ws.runBlock(
-            queryCount: queryRange.count, blockKeys: blockKeys, sampleCount: sampleCount, scaleLog2: scaleLog2,
+            queryCount: queryRange.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: blockKeys, sampleCount: sampleCount, scaleLog2: scaleLog2,
             outsideCount: controlVariate ? piece.keys.count - blockKeys : nil,
             queryRow: { queryBase + Int(order[queryRange.lowerBound + $0]) * d },
             emit: { i, o, l in

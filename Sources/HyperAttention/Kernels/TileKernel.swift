@@ -197,7 +197,7 @@ extension TileWorkspace {
                 var q = qt + c0
                 var c = 0
                 // Two steps of k per iteration (half the loop overhead), then the odd one.
-                while c + 2 <= d {
+                while c &+ 2 <= d {
                     let qa = q.loadVec16(0), qb = q.loadVec16(width)
                     s0.addProduct(Vec16(repeating: k0[c]), qa)
                     s1.addProduct(Vec16(repeating: k1[c]), qa)
@@ -211,8 +211,8 @@ extension TileWorkspace {
                     s3.addProduct(Vec16(repeating: k3[c + 1]), qb)
                     s4.addProduct(Vec16(repeating: k4[c + 1]), qb)
                     s5.addProduct(Vec16(repeating: k5[c + 1]), qb)
-                    q += 2 * width
-                    c += 2
+                    q += 2 &* width
+                    c &+= 2
                 }
                 if c < d {
                     let qa = q.loadVec16(0)
@@ -293,64 +293,79 @@ extension TileWorkspace {
     /// O_i ← O_i · alpha_i + Σ_j P[j][i] v_j (register tile: 6 queries × 16 value columns).
     @inline(__always)
     func accumulateValues(values: UnsafePointer<Float>, valueStride: Int, keyCount: Int, queryCount: Int, width: Int) {
-        let dvp = paddedValueDim
-        let p = UnsafePointer(scores)
         var i0 = 0
         while i0 < queryCount {
-            let last = queryCount - 1
-            let r0 = min(i0, last), r1 = min(i0 + 1, last), r2 = min(i0 + 2, last)
-            let r3 = min(i0 + 3, last), r4 = min(i0 + 4, last), r5 = min(i0 + 5, last)
-            let a0 = Vec16(repeating: alpha[r0]), a1 = Vec16(repeating: alpha[r1]), a2 = Vec16(repeating: alpha[r2])
-            let a3 = Vec16(repeating: alpha[r3]), a4 = Vec16(repeating: alpha[r4]), a5 = Vec16(repeating: alpha[r5])
-            var c0 = 0
-            while c0 < dvp {
-                var o0 = acc.loadVec16(r0 * dvp + c0) * a0
-                var o1 = acc.loadVec16(r1 * dvp + c0) * a1
-                var o2 = acc.loadVec16(r2 * dvp + c0) * a2
-                var o3 = acc.loadVec16(r3 * dvp + c0) * a3
-                var o4 = acc.loadVec16(r4 * dvp + c0) * a4
-                var o5 = acc.loadVec16(r5 * dvp + c0) * a5
-                var v = values + c0
-                var pj = p
-                var j = 0
-                while j + 2 <= keyCount {
-                    let va = v.loadVec16(0), vb = v.loadVec16(valueStride)
-                    let pk = pj + width
-                    o0.addProduct(Vec16(repeating: pj[r0]), va)
-                    o1.addProduct(Vec16(repeating: pj[r1]), va)
-                    o2.addProduct(Vec16(repeating: pj[r2]), va)
-                    o3.addProduct(Vec16(repeating: pj[r3]), va)
-                    o4.addProduct(Vec16(repeating: pj[r4]), va)
-                    o5.addProduct(Vec16(repeating: pj[r5]), va)
-                    o0.addProduct(Vec16(repeating: pk[r0]), vb)
-                    o1.addProduct(Vec16(repeating: pk[r1]), vb)
-                    o2.addProduct(Vec16(repeating: pk[r2]), vb)
-                    o3.addProduct(Vec16(repeating: pk[r3]), vb)
-                    o4.addProduct(Vec16(repeating: pk[r4]), vb)
-                    o5.addProduct(Vec16(repeating: pk[r5]), vb)
-                    v += 2 * valueStride
-                    pj += 2 * width
-                    j += 2
-                }
-                if j < keyCount {
-                    let va = v.loadVec16(0)
-                    o0.addProduct(Vec16(repeating: pj[r0]), va)
-                    o1.addProduct(Vec16(repeating: pj[r1]), va)
-                    o2.addProduct(Vec16(repeating: pj[r2]), va)
-                    o3.addProduct(Vec16(repeating: pj[r3]), va)
-                    o4.addProduct(Vec16(repeating: pj[r4]), va)
-                    o5.addProduct(Vec16(repeating: pj[r5]), va)
-                }
-                // Store in reverse so that a repeated last row ends with its own (equal) value.
-                acc.storeVec16(o5, r5 * dvp + c0)
-                acc.storeVec16(o4, r4 * dvp + c0)
-                acc.storeVec16(o3, r3 * dvp + c0)
-                acc.storeVec16(o2, r2 * dvp + c0)
-                acc.storeVec16(o1, r1 * dvp + c0)
-                acc.storeVec16(o0, r0 * dvp + c0)
-                c0 += microCols
+            if i0 + microRows <= queryCount {
+                // Six consecutive queries: constant offsets from one base, no row registers.
+                valueMicroKernel(values: values, valueStride: valueStride, keyCount: keyCount, width: width,
+                                 first: i0, rows: (0, 1, 2, 3, 4, 5))
+            } else {
+                // The last group: past the last query, repeat it (same result, stored last-first).
+                let last = queryCount - 1 - i0
+                valueMicroKernel(values: values, valueStride: valueStride, keyCount: keyCount, width: width,
+                                 first: i0, rows: (0, min(1, last), min(2, last), min(3, last), min(4, last), min(5, last)))
             }
             i0 += microRows
+        }
+    }
+
+    /// The 6 × 16 value micro-kernel for queries `first + rows.k`, over every 16-column block.
+    @inline(__always)
+    private func valueMicroKernel(values: UnsafePointer<Float>, valueStride: Int, keyCount: Int, width: Int,
+                                  first: Int, rows: (Int, Int, Int, Int, Int, Int)) {
+        let dvp = paddedValueDim
+        let (r0, r1, r2, r3, r4, r5) = rows
+        let al = alpha + first
+        let a0 = Vec16(repeating: al[r0]), a1 = Vec16(repeating: al[r1]), a2 = Vec16(repeating: al[r2])
+        let a3 = Vec16(repeating: al[r3]), a4 = Vec16(repeating: al[r4]), a5 = Vec16(repeating: al[r5])
+        let o = acc + first * dvp
+        var c0 = 0
+        while c0 < dvp {
+            var o0 = o.loadVec16(r0 * dvp + c0) * a0
+            var o1 = o.loadVec16(r1 * dvp + c0) * a1
+            var o2 = o.loadVec16(r2 * dvp + c0) * a2
+            var o3 = o.loadVec16(r3 * dvp + c0) * a3
+            var o4 = o.loadVec16(r4 * dvp + c0) * a4
+            var o5 = o.loadVec16(r5 * dvp + c0) * a5
+            var v = values + c0
+            var pj = UnsafePointer(scores) + first
+            var j = 0
+            while j &+ 2 <= keyCount {
+                let va = v.loadVec16(0), vb = v.loadVec16(valueStride)
+                let pk = pj + width
+                o0.addProduct(Vec16(repeating: pj[r0]), va)
+                o1.addProduct(Vec16(repeating: pj[r1]), va)
+                o2.addProduct(Vec16(repeating: pj[r2]), va)
+                o3.addProduct(Vec16(repeating: pj[r3]), va)
+                o4.addProduct(Vec16(repeating: pj[r4]), va)
+                o5.addProduct(Vec16(repeating: pj[r5]), va)
+                o0.addProduct(Vec16(repeating: pk[r0]), vb)
+                o1.addProduct(Vec16(repeating: pk[r1]), vb)
+                o2.addProduct(Vec16(repeating: pk[r2]), vb)
+                o3.addProduct(Vec16(repeating: pk[r3]), vb)
+                o4.addProduct(Vec16(repeating: pk[r4]), vb)
+                o5.addProduct(Vec16(repeating: pk[r5]), vb)
+                v += 2 &* valueStride
+                pj += 2 &* width
+                j &+= 2
+            }
+            if j < keyCount {
+                let va = v.loadVec16(0)
+                o0.addProduct(Vec16(repeating: pj[r0]), va)
+                o1.addProduct(Vec16(repeating: pj[r1]), va)
+                o2.addProduct(Vec16(repeating: pj[r2]), va)
+                o3.addProduct(Vec16(repeating: pj[r3]), va)
+                o4.addProduct(Vec16(repeating: pj[r4]), va)
+                o5.addProduct(Vec16(repeating: pj[r5]), va)
+            }
+            // Reverse order, so that a repeated last row ends with its own (equal) value.
+            o.storeVec16(o5, r5 * dvp + c0)
+            o.storeVec16(o4, r4 * dvp + c0)
+            o.storeVec16(o3, r3 * dvp + c0)
+            o.storeVec16(o2, r2 * dvp + c0)
+            o.storeVec16(o1, r1 * dvp + c0)
+            o.storeVec16(o0, r0 * dvp + c0)
+            c0 += microCols
         }
     }
 
@@ -382,7 +397,8 @@ extension TileWorkspace {
     /// The fused HyperAttention block kernel: each query tile of the block runs one online
     /// softmax over the block's gathered keys (slots 0..<blockKeys) and then its gathered,
     /// weighted samples (the next `sampleCount` slots); no n × m matrix. Query tiles are the
-    /// block's queries in order, 48 at a time, so a query's arithmetic is fixed by the block.
+    /// block's queries in order, `queryTile` (≤ the workspace's) at a time; a query's arithmetic
+    /// depends only on the block's keys and samples.
     /// - Parameters:
     ///   - queryRow: the i-th query of the block (sorted order).
     ///   - outsideCount: with the control variate, N = number of node keys outside the block
@@ -390,7 +406,7 @@ extension TileWorkspace {
     ///   - emit: receives (i, o_i, lse_i) for every query of the block.
     @inline(__always)
     package func runBlock(
-        queryCount: Int, blockKeys: Int, sampleCount: Int, scaleLog2: Float, outsideCount: Int?,
+        queryCount: Int, queryTile: Int, blockKeys: Int, sampleCount: Int, scaleLog2: Float, outsideCount: Int?,
         queryRow: (Int) -> UnsafePointer<Float>, emit: (Int, UnsafePointer<Float>, Float) -> Void
     ) {
         let blockRows = KeyValueRows(keys: keys, values: values, valueStride: paddedValueDim, valuesPadded: true, bias: nil)
