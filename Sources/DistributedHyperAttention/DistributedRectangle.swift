@@ -154,14 +154,13 @@ struct DistributedRectangle {
             }
         }
         let controlVariate = options.estimator == .stratifiedControlVariate
-        var nodeValueSum = [Double]()
+        var localValueSum = [Double](repeating: 0, count: controlVariate ? dv : 0)
         if controlVariate {
-            var local = [Double](repeating: 0, count: dv)
-            for r in myK { let v = ex.valueRow(h, r); for c in 0..<dv { local[c] += Double(v[c]) } }
-            nodeValueSum = try comm.allReduce(local, operation: .sum)
+            for r in myK { let v = ex.valueRow(h, r); for c in 0..<dv { localValueSum[c] += Double(v[c]) } }
             run.report.bytesSent += 8 * dv
             run.report.bytesReceived += 8 * dv
         }
+        let nodeValueSum = controlVariate ? try comm.allReduce(localValueSum, operation: .sum) : []
         run.report.sampleGatherSeconds += MPIEnvironment.wallTime - t
 
         // 5. The block kernel on this rank's blocks (in parallel over blocks).

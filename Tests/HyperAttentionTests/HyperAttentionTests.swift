@@ -36,7 +36,7 @@ struct HyperAttentionTests {
     /// Over many seeds, the mean of the unnormalised estimates o·e^lse (Σ_k w_k v_k) and e^lse
     /// (Σ_k w_k) converges to the exact sums: the block part is exact and the sampled residual is
     /// unbiased, whatever the hash directions.
-    @Test("the residual estimator is unbiased", arguments: [ResidualEstimator.uniform, .stratified])
+    @Test("the residual estimator is unbiased", arguments: [ResidualEstimator.uniform, .stratified, .stratifiedControlVariate])
     func unbiased(estimator: ResidualEstimator) throws {
         let n = 512, d = 16, dv = 4, seeds = 400
         let (q, k, v) = inputs(n: n, d: d, dv: dv, seed: 21)
