@@ -1,1 +1,0 @@
-// NumPy .npy reader/writer (being written).
