@@ -65,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "hyperattn",
             dependencies: [
-                "HyperAttention", "NPY", "CPUFeatures",
+                "HyperAttention", "NPY", "CPUFeatures", "DistributedHyperAttention", "MPI",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/hyperattn"

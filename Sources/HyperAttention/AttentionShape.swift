@@ -28,6 +28,12 @@ public struct AttentionShape: Sendable, Equatable, CustomStringConvertible {
             return Array(repeating: 1, count: 4 - s.count) + s
         }
         let q = try four(query, "query"), k = try four(key, "key"), v = try four(value, "value")
+        for (name, s) in [("query", q), ("key", k), ("value", v)] {
+            guard s[0] >= 1 else { throw AttentionError.invalidArgument(name, "batch must be ≥ 1, got \(s[0])") }
+            guard s[1] >= 1 else { throw AttentionError.invalidArgument(name, "heads must be ≥ 1, got \(s[1])") }
+            guard s[2] >= 1 else { throw AttentionError.invalidArgument(name, "sequence length n must be ≥ 1, got \(s[2])") }
+            guard s[3] >= 1 else { throw AttentionError.invalidArgument(name, "head dim d must be ≥ 1, got \(s[3])") }
+        }
         guard query.count == key.count, key.count == value.count else {
             throw AttentionError.invalidArgument("key", "query, key and value must have the same rank, got \(query), \(key), \(value)")
         }
@@ -42,12 +48,6 @@ public struct AttentionShape: Sendable, Equatable, CustomStringConvertible {
         }
         guard q[3] == k[3] else {
             throw AttentionError.invalidArgument("key", "query head dim \(q[3]) differs from key head dim \(k[3])")
-        }
-        for (name, s) in [("query", q), ("key", k), ("value", v)] {
-            guard s[0] >= 1 else { throw AttentionError.invalidArgument(name, "batch must be ≥ 1, got \(s[0])") }
-            guard s[1] >= 1 else { throw AttentionError.invalidArgument(name, "heads must be ≥ 1, got \(s[1])") }
-            guard s[2] >= 1 else { throw AttentionError.invalidArgument(name, "sequence length n must be ≥ 1, got \(s[2])") }
-            guard s[3] >= 1 else { throw AttentionError.invalidArgument(name, "head dim d must be ≥ 1, got \(s[3])") }
         }
         guard q[1] % k[1] == 0 else {
             throw AttentionError.invalidArgument("key", "query heads (\(q[1])) must be a multiple of key/value heads (\(k[1]))")

@@ -236,9 +236,12 @@ public enum NPYFile {
     /// Checks that a file can be created in `path`'s directory (before a long computation).
     public static func checkWritable(path: String) throws {
         let probe = temporaryPath(for: path)
-        let file = try OpenFile(path: probe, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o644, purpose: "cannot write")
-        _ = file
+        let fd = open(probe, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw NPYError(path, "cannot write: \(String(cString: strerror(errno)))") }
+        close(fd)
         unlink(probe)
+        var info = stat()
+        if stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR { throw NPYError(path, "cannot write: is a directory") }
     }
 
     /// Creates `path` (a temporary name) holding the header of a float32 array of `shape` and

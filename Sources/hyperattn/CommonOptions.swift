@@ -28,7 +28,7 @@ struct CommonAttentionOptions: ParsableArguments {
             "Residual estimator: uniform, stratified or stratified-cv (stratified + control variate on Σ V).",
             valueName: "estimator"),
         transform: parseEstimator)
-    var estimator: ResidualEstimator = .stratified
+    var estimator: ResidualEstimator = AttentionOptions().estimator
 
     @Option(help: "Logit scale (default 1/sqrt(d)).")
     var scale: Float?

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Foundation
 import CPUFeatures  // links the constructor that refuses CPUs without AVX2/FMA before `main`
 import HyperAttention
 
@@ -23,4 +24,24 @@ struct Hyperattn: ParsableCommand {
             """,
         subcommands: [DefaultJob.self, Run.self, Bench.self],
         defaultSubcommand: DefaultJob.self)
+
+    /// Parses and runs, printing any error as one `hyperattn: error:` line (no usage block) and
+    /// exiting non-zero; `--help` and `--version` behave as usual.
+    static func main() {
+        do {
+            var command = try parseAsRoot()
+            try command.run()
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)
+        } catch {
+            let status = exitCode(for: error)
+            if status == .success || status.rawValue == 0 {
+                exit(withError: error)  // help, version: printed as ArgumentParser does
+            }
+            let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
+            let line = message.hasPrefix("Error: ") ? String(message.dropFirst(7)) : message
+            FileHandle.standardError.write("hyperattn: error: \(line)\n".data(using: .utf8)!)
+            Foundation.exit(status.rawValue)
+        }
+    }
 }

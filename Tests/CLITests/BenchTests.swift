@@ -50,7 +50,7 @@ struct BenchTests {
         #expect((peak["trialGflops"] as? [Double])?.count == 3)
         #expect(report["threads"] as? Int == peak["threads"] as? Int)
         let settings = try #require(report["settings"] as? [String: Any])
-        #expect(settings["samples"] as? Int == 64 && settings["estimator"] as? String == "stratified")
+        #expect(settings["samples"] as? Int == 64 && settings["estimator"] as? String == "stratified-cv")
 
         let rows = try #require(report["rows"] as? [[String: Any]])
         #expect(rows.count == 2 * 2 * 2)  // n × mode × causal

@@ -132,8 +132,10 @@ struct DefaultJobTests {
     func badFlags(arguments: [String], flag: String) throws {
         let result = try HyperattnBinary.run(arguments, timeout: 20)
         #expect(result.status != 0)
-        let errorLines = result.stderr.split(separator: "\n").filter { $0.hasPrefix("Error:") }
+        // Exactly one line on stderr, no usage block.
+        let errorLines = result.stderr.split(separator: "\n")
         #expect(errorLines.count == 1, "stderr: \(result.stderr)")
+        #expect(errorLines.first?.hasPrefix("hyperattn: error: ") == true, "stderr: \(result.stderr)")
         #expect(errorLines.first?.contains(flag) == true, "error line does not name \(flag): \(result.stderr)")
         #expect(result.stdout.isEmpty)
     }
