@@ -3,7 +3,8 @@
 # first on Debian/Ubuntu.
 #
 #   scripts/build.sh [extra swift build args...]   e.g. --scratch-path /tmp/build
-#   scripts/build.sh --deps-only                   only install the system packages
+#   scripts/build.sh --deps-only                   only install the system packages, plus those the
+#                                                  tests use (qemu-user: the old-CPU refusal test)
 #
 # Swift emits no FMA instructions unless a target CPU is named, so the flags below are required
 # for speed (kernels run 60-140x slower without them).
@@ -12,6 +13,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SWIFT_FLAGS=(-c release -Xswiftc -target-cpu -Xswiftc haswell)
 APT_PACKAGES=(libopenmpi-dev openmpi-bin pkg-config python3-numpy)
+if [[ ${1:-} == --deps-only ]]; then
+    APT_PACKAGES+=(qemu-user)
+fi
 
 install_dependencies() {
     if ! command -v dpkg-query >/dev/null 2>&1; then
