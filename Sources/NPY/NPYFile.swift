@@ -11,6 +11,16 @@ public enum NPYDType: String, Sendable, CaseIterable {
     case float32 = "<f4"
     case float64 = "<f8"
 
+    /// The dtype of a header's `descr`: `<f2`, `<f4`, `<f8`, or the native-order spellings
+    /// `=f2` / `=f4` / `=f8` (little-endian on the machines this runs on); nil for anything else.
+    public init?(descr: String) {
+        var d = descr
+        #if _endian(little)
+        if d.hasPrefix("=") { d = "<" + d.dropFirst() }
+        #endif
+        self.init(rawValue: d)
+    }
+
     /// Bytes per element.
     public var size: Int {
         switch self {
@@ -28,8 +38,11 @@ public struct NPYHeader: Sendable, Equatable {
     public var shape: [Int]
     /// Byte offset of the first element.
     public var dataOffset: Int
-    /// Number of elements: the product of `shape`.
+    /// Number of elements: the product of `shape` (headers whose product overflows are rejected
+    /// by `readHeader`).
     public var count: Int { shape.reduce(1, *) }
+    /// Bytes of data after the header.
+    public var dataByteCount: Int { count * dtype.size }
 }
 
 /// A `.npy` problem: one line naming the file and what is wrong with it.
@@ -91,13 +104,21 @@ public enum NPYFile {
             throw NPYError(path, "header is not valid text")
         }
         let dict = try HeaderDictionary(text, path: path)
-        guard let dtype = NPYDType(rawValue: dict.descr) else {
-            let hint = dict.descr.hasPrefix(">") ? " (big-endian data is not supported)" : ""
-            throw NPYError(path, "unsupported dtype '\(dict.descr)'\(hint); expected little-endian float16, float32 or float64 ('<f2', '<f4', '<f8')")
+        guard let dtype = NPYDType(descr: dict.descr) else {
+            let hint = dict.descr.hasPrefix(">") ? "; big-endian data is not supported" : ""
+            throw NPYError(path, "unsupported dtype '\(dict.descr)' (expected little-endian float16/float32/float64: '<f2', '<f4' or '<f8'\(hint))")
         }
         if dict.fortranOrder { throw NPYError(path, "Fortran-order arrays are not supported (save with np.ascontiguousarray)") }
         let header = NPYHeader(version: major, dtype: dtype, shape: dict.shape, dataOffset: dataOffset)
-        let expected = header.count * dtype.size
+        // The data size, refusing shapes whose size does not fit in an Int.
+        var expected = dtype.size
+        for extent in dict.shape {
+            let (product, overflow) = expected.multipliedReportingOverflow(by: extent)
+            guard !overflow else {
+                throw NPYError(path, "malformed header: shape \(dict.shape) is too large")
+            }
+            expected = product
+        }
         let actual = size - dataOffset
         if actual != expected {
             let shape = dict.shape.map(String.init).joined(separator: "×")
@@ -211,17 +232,23 @@ public enum NPYFile {
 
     /// Writes `tensor` as a float32 `.npy` file at `path`, atomically: the target either keeps its
     /// old content or holds the whole new file, never a part.
+    /// Errors name `path` (the temporary file is an implementation detail).
     public static func write(_ tensor: Tensor, to path: String) throws {
+        var info = stat()
+        if stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR { throw NPYError(path, "cannot write: is a directory") }
         let temp = temporaryPath(for: path)
+        var created = false
         do {
             let file = try OpenFile(path: temp, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o644, purpose: "cannot write")
-            try file.write(headerBytes(shape: tensor.shape), at: 0)
-            try tensor.withUnsafeBufferPointer { try file.write(UnsafeRawBufferPointer($0), at: headerBytes(shape: tensor.shape).count) }
+            created = true
+            let header = headerBytes(shape: tensor.shape)
+            try file.write(header, at: 0)
+            try tensor.withUnsafeBufferPointer { try file.write(UnsafeRawBufferPointer($0), at: header.count) }
             try file.sync()
             try commit(temporaryPath: temp, to: path)
-        } catch {
-            unlink(temp)
-            throw error
+        } catch let error as NPYError {
+            if created { unlink(temp) }
+            throw NPYError(path, error.message)
         }
     }
 
@@ -264,7 +291,12 @@ public enum NPYFile {
         guard shape.count >= 2 else { throw NPYError(path, "expected at least 2 dimensions, got \(shape)") }
         let n = shape[shape.count - 2], d = shape[shape.count - 1]
         let leading = shape.dropLast(2).reduce(1, *)
-        precondition(data.count == leading * rows.count * d, "writeRows: data does not match the rows")
+        guard rows.lowerBound >= 0, rows.upperBound <= n else {
+            throw NPYError(path, "rows \(rows.lowerBound)..<\(rows.upperBound) are outside 0..<\(n)")
+        }
+        guard data.count == leading * rows.count * d else {
+            throw NPYError(path, "cannot write rows \(rows.lowerBound)..<\(rows.upperBound): \(data.shape) is not \(leading) × \(rows.count) rows × \(d)")
+        }
         let offset = headerBytes(shape: shape).count
         let file = try OpenFile(path: path, flags: O_WRONLY, purpose: "cannot write")
         try data.withUnsafeBufferPointer { src in

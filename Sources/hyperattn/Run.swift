@@ -76,9 +76,10 @@ struct Run: ParsableCommand {
             let shape = try problemShape(headers)
             try checkOptions(options, shape)
             try checkOutputs()
-            let q = try NPYFile.read(path: query), k = try NPYFile.read(path: key), v = try NPYFile.read(path: value)
+            let q = try readFile("--q", query), k = try readFile("--k", key), v = try readFile("--v", value)
             for (flag, path, t) in [("--q", query, q), ("--k", key, k), ("--v", value, v)] {
-                try requireFinite(t, flag: flag, path: path, firstRow: 0, rowsPerHead: t.shape[t.shape.count - 2])
+                let n = t.shape[t.shape.count - 2]
+                try requireFinite(t, flag: flag, path: path, firstRow: 0, rowsPerHead: n, totalRows: n)
             }
             return (q, k, v, shape)
         }
@@ -86,8 +87,15 @@ struct Run: ParsableCommand {
         let result = try failing { try attention(query: q, key: k, value: v, options: options) }
         let seconds = Date().timeIntervalSince(start)
         try failing {
-            try NPYFile.write(result.output, to: out)
-            if let lse { try NPYFile.write(result.logSumExp, to: lse) }
+            do { try NPYFile.write(result.output, to: out) } catch { throw CLIError("--out \(error)") }
+            if let lse {
+                do {
+                    try NPYFile.write(result.logSumExp, to: lse)
+                } catch {
+                    unlink(out)  // all outputs or none
+                    throw CLIError("--lse \(error)")
+                }
+            }
         }
         printSummary(shape: shape, options: options, seconds: seconds, flops: result.stats.flops, ranks: 1)
     }
@@ -112,12 +120,15 @@ struct Run: ParsableCommand {
         let dist = try DistributedAttention(communicator: world, shape: shape, options: options)
         // Each rank reads only its rows, as [b, h, rows, d].
         let slices = try agree(world) { () throws -> (Tensor, Tensor, Tensor) in
-            let q = try readSlice(query, rows: dist.localQueries, as: dist.localQueryShape)
-            let k = try readSlice(key, rows: dist.localKeys, as: dist.localKeyShape)
-            let v = try readSlice(value, rows: dist.localKeys, as: dist.localValueShape)
-            try requireFinite(q, flag: "--q", path: query, firstRow: dist.localQueries.lowerBound, rowsPerHead: dist.localQueries.count)
-            try requireFinite(k, flag: "--k", path: key, firstRow: dist.localKeys.lowerBound, rowsPerHead: dist.localKeys.count)
-            try requireFinite(v, flag: "--v", path: value, firstRow: dist.localKeys.lowerBound, rowsPerHead: dist.localKeys.count)
+            let q = try readSlice("--q", query, rows: dist.localQueries, as: dist.localQueryShape)
+            let k = try readSlice("--k", key, rows: dist.localKeys, as: dist.localKeyShape)
+            let v = try readSlice("--v", value, rows: dist.localKeys, as: dist.localValueShape)
+            try requireFinite(q, flag: "--q", path: query, firstRow: dist.localQueries.lowerBound, rowsPerHead: dist.localQueries.count,
+                              totalRows: shape.queryCount)
+            try requireFinite(k, flag: "--k", path: key, firstRow: dist.localKeys.lowerBound, rowsPerHead: dist.localKeys.count,
+                              totalRows: shape.keyCount)
+            try requireFinite(v, flag: "--v", path: value, firstRow: dist.localKeys.lowerBound, rowsPerHead: dist.localKeys.count,
+                              totalRows: shape.keyCount)
             return (q, k, v)
         }
         guard let (q, k, v) = slices else { launch.exit(1) }
@@ -196,7 +207,15 @@ struct Run: ParsableCommand {
     private struct Headers { var q: NPYHeader; var k: NPYHeader; var v: NPYHeader }
 
     private func readHeaders() throws -> Headers {
-        Headers(q: try NPYFile.readHeader(path: query), k: try NPYFile.readHeader(path: key), v: try NPYFile.readHeader(path: value))
+        func header(_ flag: String, _ path: String) throws -> NPYHeader {
+            do { return try NPYFile.readHeader(path: path) } catch { throw CLIError("\(flag) \(error)") }
+        }
+        return Headers(q: try header("--q", query), k: try header("--k", key), v: try header("--v", value))
+    }
+
+    /// A whole input file, errors prefixed with its flag (`--k K.npy: ...`).
+    private func readFile(_ flag: String, _ path: String) throws -> Tensor {
+        do { return try NPYFile.read(path: path) } catch { throw CLIError("\(flag) \(error)") }
     }
 
     /// The problem shape, with errors naming the flag and file.
@@ -230,12 +249,14 @@ struct Run: ParsableCommand {
     }
 
     /// Rows `rows` of the sequence axis of a file, as `[b, h, rows, d]`.
-    private func readSlice(_ path: String, rows: Range<Int>, as shape: [Int]) throws -> Tensor {
-        try NPYFile.readRows(path: path, rows: rows).reshaped(shape)
+    private func readSlice(_ flag: String, _ path: String, rows: Range<Int>, as shape: [Int]) throws -> Tensor {
+        do { return try NPYFile.readRows(path: path, rows: rows).reshaped(shape) } catch { throw CLIError("\(flag) \(error)") }
     }
 
-    /// Fails on the first NaN or infinity, naming the file and the element's position.
-    private func requireFinite(_ t: Tensor, flag: String, path: String, firstRow: Int, rowsPerHead: Int) throws {
+    /// Fails on the first NaN or infinity, naming the file and the element's position: its flat
+    /// (C-order) index in the file and its head, row and column. `t` holds rows
+    /// `firstRow ..< firstRow + rowsPerHead` of each head of a file with `totalRows` rows per head.
+    private func requireFinite(_ t: Tensor, flag: String, path: String, firstRow: Int, rowsPerHead: Int, totalRows: Int) throws {
         let bad: Int? = t.withUnsafeBufferPointer { b in
             var i = 0
             while i < b.count {
@@ -247,12 +268,14 @@ struct Run: ParsableCommand {
         guard let bad else { return }
         let d = t.shape.last!, row = bad / d, column = bad % d
         let head = row / max(rowsPerHead, 1), token = firstRow + row % max(rowsPerHead, 1)
-        throw CLIError("\(flag) \(path): non-finite value \(t.scalars[bad]) at head \(head), row \(token), column \(column)")
+        let flat = (head * totalRows + token) * d + column
+        let value = t.withUnsafeBufferPointer { $0[bad] }
+        throw CLIError("\(flag) \(path): non-finite value \(value) at flat index \(flat) (head \(head), row \(token), column \(column))")
     }
 
     private func printSummary(shape: AttentionShape, options: AttentionOptions, seconds: Double, flops: Double, ranks: Int) {
         let mode = options.mode == .exact ? "exact" : "hyper"
-        print("hyperattn run: \(shape), \(mode)\(options.causal ? " causal" : ""), \(ranks == 1 ? "1 process" : "\(ranks) ranks"), \(options.effectiveThreads) thread(s)\(ranks > 1 ? " per rank" : "")")
+        print("hyperattn run: \(shape), \(mode), \(options.causal ? "causal" : "non-causal"), \(ranks == 1 ? "1 process" : "\(ranks) ranks"), \(options.effectiveThreads) thread(s)\(ranks > 1 ? " per rank" : "")")
         print(String(format: "  time %.3f s, %.1f GFLOP/s", seconds, flops / max(seconds, 1e-9) / 1e9))
         print("  wrote \(out)" + (lse.map { " and \($0)" } ?? ""))
     }

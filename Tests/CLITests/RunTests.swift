@@ -79,8 +79,16 @@ struct RunTests {
         var nan = q.scalars
         nan[333] = .infinity
         try NPYFile.write(try Tensor(shape: [2, 40, 8], scalars: nan), to: d + "qinf.npy")
-        FileManager.default.createFile(atPath: d + "trunc.npy", contents: try Data(contentsOf: URL(fileURLWithPath: d + "q.npy")).prefix(100))
-        FileManager.default.createFile(atPath: d + "garbage.npy", contents: Data("hello".utf8))
+        let qFile = try Data(contentsOf: URL(fileURLWithPath: d + "q.npy"))
+        _ = FileManager.default.createFile(atPath: d + "trunc.npy", contents: qFile.prefix(1000))
+        _ = FileManager.default.createFile(atPath: d + "trunchead.npy", contents: qFile.prefix(100))
+        _ = FileManager.default.createFile(atPath: d + "empty.npy", contents: Data())
+        _ = FileManager.default.createFile(atPath: d + "garbage.npy", contents: Data("hello".utf8))
+        let qData = try Data(contentsOf: URL(fileURLWithPath: d + "q.npy")).dropFirst(128)  // 2560 bytes of data
+        writeRawNPY(d + "int.npy", header: "{'descr': '<i4', 'fortran_order': False, 'shape': (2, 40, 8), }", data: qData)
+        writeRawNPY(d + "fortran.npy", header: "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 40, 8), }", data: qData)
+        writeRawNPY(d + "big.npy", header: "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 40, 8), }", data: qData)
+        writeRawNPY(d + "rank5.npy", header: "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2, 1, 40, 8), }", data: qData)
         let base = ["--q", d + "q.npy", "--k", d + "k.npy", "--v", d + "v.npy"]
         func with(_ flag: String, _ file: String) -> [String] {
             var a = base
@@ -88,18 +96,31 @@ struct RunTests {
             return a
         }
         let cases: [([String], String)] = [
-            (with("--q", "missing.npy"), "no such file"),
-            (with("--k", "trunc.npy"), "trunc.npy"),
-            (with("--v", "garbage.npy"), "magic"),
+            (with("--q", "missing.npy"), "--q \(d)missing.npy: no such file"),
+            (with("--k", "trunc.npy"), "--k \(d)trunc.npy: file is truncated: header says 2×40×8 float32 (2560 bytes of data) but only 872 bytes follow the header"),
+            (with("--v", "trunchead.npy"), "--v \(d)trunchead.npy: truncated header"),
+            (with("--q", "empty.npy"), "--q \(d)empty.npy: empty file"),
+            (with("--k", ""), "--k"),
+            (with("--v", "garbage.npy"), "--v \(d)garbage.npy: not a .npy file"),
+            (with("--q", "int.npy"), "--q \(d)int.npy: unsupported dtype '<i4'"),
+            (with("--k", "big.npy"), "--k \(d)big.npy: unsupported dtype '>f4'"),
+            (with("--v", "fortran.npy"), "--v \(d)fortran.npy: Fortran-order"),
+            (with("--q", "rank5.npy"), "--q \(d)rank5.npy: expected shape"),
             (with("--k", "k39.npy"), "--v"),
             (with("--k", "k3heads.npy"), "heads"),
             (with("--k", "kd9.npy"), "head dim"),
             (with("--q", "q0.npy"), "n must be ≥ 1"),
             (with("--q", "q_d0.npy"), "d must be ≥ 1"),
-            (with("--q", "qinf.npy"), "non-finite"),
+            (with("--q", "qinf.npy"), "--q \(d)qinf.npy: non-finite value inf at flat index 333"),
             (base + ["--block-size", "0"], "--block-size"),
             (base + ["--samples", "0"], "--samples"),
+            (base + ["--lsh-bits", "0"], "--lsh-bits"),
+            (base + ["--estimator", "bogus"], "unknown estimator 'bogus'"),
+            (base + ["--threads", "0"], "--threads"),
             (with("--k", "k39.npy") + ["--causal"], "--v"),
+            (base + ["--lse", d + "k.npy"], "--lse"),
+            (base + ["--lse", d + "o.npy"], "--lse"),
+            (base + ["--lse", d + "nodir/l.npy"], "--lse"),
         ]
         for (arguments, words) in cases {
             let r = try HyperattnBinary.run(["run"] + arguments + ["--out", d + "o.npy"])
@@ -117,6 +138,33 @@ struct RunTests {
         }
         #expect(files(dir).allSatisfy { !$0.hasPrefix(".") && $0 != "o.npy" }, "\(files(dir))")
     }
+
+    @Test("ranks 2 and 4, GQA, d_v ≠ d, explicit scale: exact output matches the reference", arguments: [
+        ([300, 16], [200, 16], [200, 8]), ([2, 2, 100, 16], [2, 1, 120, 16], [2, 1, 120, 24]),
+    ])
+    func ranks(q qShape: [Int], k kShape: [Int], v vShape: [Int]) throws {
+        let (dir, q, k, v) = try inputs(q: qShape, k: kShape, v: vShape, seed: 7)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let r = try HyperattnBinary.run(["run", "--q", dir + "/q.npy", "--k", dir + "/k.npy", "--v", dir + "/v.npy",
+                                         "--out", dir + "/o.npy", "--lse", dir + "/l.npy", "--exact", "--scale", "0.3", "--threads", "2"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.stdout.contains("exact, non-causal") && r.stdout.contains("GFLOP/s") && r.stdout.contains(dir + "/o.npy"), "\(r.stdout)")
+        let o = try NPYFile.read(path: dir + "/o.npy"), l = try NPYFile.read(path: dir + "/l.npy")
+        #expect(o.shape == Array(qShape.dropLast()) + [vShape.last!] && l.shape == Array(qShape.dropLast()))
+        let ref = try referenceAttention(query: q, key: k, value: v, causal: false, scale: 0.3)
+        #expect(ErrorMeasure.maxRelative(o.scalars, ref.output) <= 1e-5)
+        #expect(ErrorMeasure.maxAbsoluteOrRelative(l.scalars, ref.logSumExp) <= 1e-5)
+    }
+}
+
+/// A `.npy` file from a header dictionary and raw data (for dtypes and orders NPY does not write).
+func writeRawNPY(_ path: String, header: String, data: Data) {
+    var dict = header
+    while (10 + dict.utf8.count + 1) % 64 != 0 { dict += " " }
+    dict += "\n"
+    var bytes: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(dict.utf8.count & 0xFF), UInt8(dict.utf8.count >> 8)]
+    bytes += Array(dict.utf8) + Array(data)
+    _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
 }
 
 func runPythonScript(_ script: String) -> Int32 {

@@ -157,12 +157,28 @@ struct NPYTests {
         cases.append(("lessdata.npy", "truncated"))
         craft(dir + "/moredata.npy", header: good, data: data + [0, 0, 0, 0])
         cases.append(("moredata.npy", "longer"))
+        craft(dir + "/dup.npy", header: "{'descr': '<f4', 'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", data: data)
+        cases.append(("dup.npy", "duplicate key"))
+        craft(dir + "/extra.npy", header: "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), 'x': 1}", data: data)
+        cases.append(("extra.npy", "unexpected key"))
+        craft(dir + "/trailing.npy", header: good + " junk", data: data)
+        cases.append(("trailing.npy", "after the header"))
+        craft(dir + "/negative.npy", header: "{'descr': '<f4', 'fortran_order': False, 'shape': (-2, 2), }", data: data)
+        cases.append(("negative.npy", "non-negative integer"))
+        craft(dir + "/nobrace.npy", header: "'descr': '<f4', 'fortran_order': False, 'shape': (2, 2)", data: data)
+        cases.append(("nobrace.npy", "malformed header"))
+        craft(dir + "/huge.npy", header: "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16), }", data: data)
+        cases.append(("huge.npy", "too large"))
+        craft(dir + "/notbool.npy", header: "{'descr': '<f4', 'fortran_order': 0, 'shape': (2, 2), }", data: data)
+        cases.append(("notbool.npy", "True or False"))
         for (name, words) in cases {
             let path = dir + "/" + name
             do {
                 _ = try NPYFile.read(path: path)
                 Issue.record("\(name) was accepted")
             } catch let e as NPYError {
+                // readHeader fails the same way as read.
+                #expect(throws: NPYError.self, "\(name)") { try NPYFile.readHeader(path: path) }
                 #expect(e.path == path, "\(name)")
                 #expect(e.description.hasPrefix(path + ": "), "\(name)")
                 #expect(e.description.contains(words), "\(name): \(e)")
@@ -175,11 +191,57 @@ struct NPYTests {
     func unwritable() throws {
         let dir = temporaryDirectory()
         let t = try Tensor(shape: [2], scalars: [1, 2])
-        #expect(throws: NPYError.self) { try NPYFile.write(t, to: dir + "/no/such/dir/o.npy") }
+        // The messages name the target (not the temporary file) and give strerror's reason.
+        let missing = dir + "/no/such/dir/o.npy"
+        #expect(throws: NPYError(missing, "cannot write: No such file or directory")) { try NPYFile.write(t, to: missing) }
         try FileManager.default.createDirectory(atPath: dir + "/isdir.npy", withIntermediateDirectories: false)
-        #expect(throws: NPYError.self) { try NPYFile.write(t, to: dir + "/isdir.npy") }
-        #expect(throws: NPYError.self) { try NPYFile.checkWritable(path: dir + "/no/such/dir/o.npy") }
-        #expect(try FileManager.default.contentsOfDirectory(atPath: dir) == ["isdir.npy"])
+        #expect(throws: NPYError(dir + "/isdir.npy", "cannot write: is a directory")) { try NPYFile.write(t, to: dir + "/isdir.npy") }
+        #expect(throws: NPYError(missing, "cannot write: No such file or directory")) { try NPYFile.checkWritable(path: missing) }
+        #expect(throws: NPYError(dir + "/isdir.npy", "cannot write: is a directory")) { try NPYFile.checkWritable(path: dir + "/isdir.npy") }
+        // A file where a directory should be.
+        FileManager.default.createFile(atPath: dir + "/plain", contents: Data([1]))
+        #expect(throws: NPYError(dir + "/plain/o.npy", "cannot write: Not a directory")) { try NPYFile.write(t, to: dir + "/plain/o.npy") }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: dir).sorted() == ["isdir.npy", "plain"])
+    }
+
+    @Test("the native-order spelling '=f4' is read as little-endian")
+    func nativeOrder() throws {
+        let dir = temporaryDirectory()
+        craft(dir + "/n.npy", header: "{'descr': '=f4', 'fortran_order': False, 'shape': (3,), }", data: floatBytes([1, 2, 3]))
+        #expect(try NPYFile.read(path: dir + "/n.npy").scalars == [1, 2, 3])
+        #expect(NPYDType(descr: "=f8") == .float64 && NPYDType(descr: "<f2") == .float16 && NPYDType(descr: ">f4") == nil)
+    }
+
+    @Test("headers too long for version 1.0 are written as 2.0 and read back")
+    func longHeader() throws {
+        let shape = Array(repeating: 1, count: 23_000)  // '1, ' × 23000 > 65535 bytes
+        let bytes = NPYFile.headerBytes(shape: shape)
+        #expect(bytes[6] == 2 && bytes.count % 64 == 0 && bytes.last == 0x0A)
+        #expect(NPYFile.headerBytes(shape: [8, 64])[6] == 1)
+        #expect(String(decoding: NPYFile.headerBytes(shape: [5])[10...], as: UTF8.self).hasPrefix("{'descr': '<f4', 'fortran_order': False, 'shape': (5,), }"))
+        let dir = temporaryDirectory()
+        try NPYFile.write(try Tensor(shape: shape, scalars: [42]), to: dir + "/long.npy")
+        let header = try NPYFile.readHeader(path: dir + "/long.npy")
+        #expect(header.version == 2 && header.shape == shape && header.dataOffset == bytes.count)
+    }
+
+    @Test("offsets past 4 GiB: a sparse 4.8 GB file is mapped and sliced")
+    func largeFile() throws {
+        let dir = temporaryDirectory(), path = dir + "/big.npy"
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let shape = [2, 300_000_000, 2]  // 1.2e9 floats, 4.8 GB, sparse (only the rows written take space)
+        let temp = NPYFile.temporaryPath(for: path)
+        try NPYFile.createForParallelWrite(path: temp, shape: shape)
+        let last = 299_999_998..<300_000_000
+        try NPYFile.writeRows(path: temp, shape: shape, rows: last, data: try Tensor(shape: [2, 2, 2], scalars: [1, 2, 3, 4, 5, 6, 7, 8]))
+        try NPYFile.commit(temporaryPath: temp, to: path)
+        let rows = try NPYFile.readRows(path: path, rows: last)
+        #expect(rows.scalars == [1, 2, 3, 4, 5, 6, 7, 8])
+        let all = try NPYFile.read(path: path)  // mapped, not read
+        #expect(all.shape == shape)
+        all.withUnsafeBufferPointer { b in
+            #expect(b[b.count - 1] == 8 && b[b.count - 4] == 5 && b[600_000_000 - 1] == 4 && b[0] == 0)
+        }
     }
 
     @Test("files NumPy writes read back, and NumPy reads ours", .enabled(if: numpyAvailable(), "python3 with numpy is not installed"))
@@ -190,7 +252,13 @@ struct NPYTests {
             a = np.arange(60, dtype=np.float64).reshape(3, 4, 5) / 8 - 2
             np.save('\(dir)/f64.npy', a); np.save('\(dir)/f32.npy', a.astype(np.float32)); np.save('\(dir)/f16.npy', a.astype(np.float16))
             """
-        #expect(runPython(script) == 0)
+        #expect(runPython(script + "; np.save('\(dir)/one.npy', np.zeros(5, dtype=np.float32))") == 0)
+        // Our header bytes are NumPy's, byte for byte.
+        for (name, shape) in [("f32", [3, 4, 5]), ("one", [5])] {
+            let theirs = try Data(contentsOf: URL(fileURLWithPath: dir + "/\(name).npy"))
+            let ours = NPYFile.headerBytes(shape: shape)
+            #expect(Array(theirs.prefix(ours.count)) == ours, "\(name)")
+        }
         let expected = (0..<60).map { Float(Double($0) / 8 - 2) }
         for name in ["f64", "f32", "f16"] {
             let t = try NPYFile.read(path: dir + "/\(name).npy")
