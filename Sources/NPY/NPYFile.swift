@@ -185,6 +185,11 @@ public enum NPYFile {
     /// 1 MiB at a time.
     static func convert(_ file: OpenFile, header: NPYHeader, elementOffset: Int, count: Int, into out: UnsafeMutablePointer<Float>) throws {
         let size = header.dtype.size
+        if header.dtype == .float32 {
+            // Same representation: read straight into place.
+            try file.read(into: UnsafeMutableRawBufferPointer(start: out, count: count * 4), at: header.dataOffset + elementOffset * 4)
+            return
+        }
         let chunk = max(1, (1 << 20) / size)
         var buffer = [UInt8](repeating: 0, count: min(count, chunk) * size)
         var done = 0
@@ -197,7 +202,7 @@ public enum NPYFile {
                 let dst = out + done
                 switch header.dtype {
                 case .float32:
-                    for i in 0..<n { dst[i] = raw.loadUnaligned(fromByteOffset: i * 4, as: Float.self) }
+                    fatalError("float32 is read in place")
                 case .float64:
                     for i in 0..<n { dst[i] = Float(raw.loadUnaligned(fromByteOffset: i * 8, as: Double.self)) }
                 case .float16:
@@ -278,9 +283,14 @@ public enum NPYFile {
     public static func createForParallelWrite(path: String, shape: [Int]) throws -> Int {
         let header = headerBytes(shape: shape)
         let file = try OpenFile(path: path, flags: O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644, purpose: "cannot write")
-        try file.write(header, at: 0)
-        if ftruncate(file.descriptor, off_t(header.count + shape.reduce(1, *) * 4)) != 0 {
-            throw NPYError(path, "cannot write: \(String(cString: strerror(errno)))")
+        do {
+            try file.write(header, at: 0)
+            if ftruncate(file.descriptor, off_t(header.count + shape.reduce(1, *) * 4)) != 0 {
+                throw NPYError(path, "cannot write: \(String(cString: strerror(errno)))")
+            }
+        } catch {
+            unlink(path)
+            throw error
         }
         return header.count
     }

@@ -153,24 +153,36 @@ struct Run: ParsableCommand {
         // lse ([..., n]) is written as the rows of a [..., n, 1] array: the same bytes.
         var targets = [(out, outShape, outShape, result.output)]
         if let lse { targets.append((lse, lseShape, lseShape + [1], result.logSumExp)) }
+        var committed: [String] = []
+        /// Ends the job after a failed write: rank 0 removes the temporary file and any output
+        /// already in place, so that either all outputs appear or none.
+        func abandon(_ tempPath: String) -> Never {
+            if world.rank == 0 {
+                unlink(tempPath)
+                for path in committed { unlink(path) }
+            }
+            launch.exit(1)
+        }
         for (path, fileShape, rowShape, data) in targets {
             let temp = try world.broadcast(Array(NPYFile.temporaryPath(for: path).utf8), root: 0)
             let tempPath = String(decoding: temp, as: UTF8.self)
-            guard try agreeOnRankZero(world, { try NPYFile.createForParallelWrite(path: tempPath, shape: fileShape) }) else {
-                launch.exit(1)
+            let flag = path == out ? "--out" : "--lse"
+            guard try agreeOnRankZero(world, {
+                do { try NPYFile.createForParallelWrite(path: tempPath, shape: fileShape) } catch { throw CLIError("\(flag) \(error)") }
+            }) else {
+                abandon(tempPath)
             }
-            let written = try agree(world) {
+            let written: Void? = try agree(world) {
                 try NPYFile.writeRows(path: tempPath, shape: rowShape, rows: dist.localQueries,
                                       data: data.reshaped(Array(rowShape.dropLast(2)) + [dist.localQueries.count, rowShape.last!]))
             }
-            guard written != nil else {
-                if world.rank == 0 { unlink(tempPath) }
-                launch.exit(1)
+            guard written != nil else { abandon(tempPath) }
+            guard try agreeOnRankZero(world, {
+                do { try NPYFile.commit(temporaryPath: tempPath, to: path) } catch { throw CLIError("\(flag) \(error)") }
+            }) else {
+                abandon(tempPath)
             }
-            guard try agreeOnRankZero(world, { try NPYFile.commit(temporaryPath: tempPath, to: path) }) else {
-                if world.rank == 0 { unlink(tempPath) }
-                launch.exit(1)
-            }
+            committed.append(path)
         }
         if world.rank == 0 { printSummary(shape: shape, options: options, seconds: seconds, flops: flops, ranks: world.size) }
         try launch.finish()

@@ -104,6 +104,27 @@ struct NPYTests {
         #expect(try NPYFile.read(path: path).scalars == [9, 9, 9, 9])
     }
 
+    @Test("mapped tensors are unmapped when dropped: read, drop and read again many times")
+    func mapDropRepeat() throws {
+        let dir = temporaryDirectory(), path = dir + "/r.npy"
+        let values = (0..<(64 * 1024)).map { Float($0) }
+        try NPYFile.write(try Tensor(shape: [256, 256], scalars: values), to: path)
+        func mappings() -> Int {
+            ((try? String(contentsOfFile: "/proc/self/maps", encoding: .utf8)) ?? "").components(separatedBy: path).count - 1
+        }
+        let before = mappings()
+        for i in 0..<200 {
+            let t = try NPYFile.read(path: path)
+            let ok = t.withUnsafeBufferPointer { $0[i] == Float(i) && $0[65535] == 65535 }
+            #expect(ok)
+        }
+        #expect(mappings() == before)
+        var copy: Tensor? = try NPYFile.read(path: path)
+        let alias = copy!
+        copy = nil  // the alias still holds the mapping
+        #expect(alias.scalars == values)
+    }
+
     @Test("parallel writers fill one file that appears at commit")
     func parallelWrite() throws {
         let dir = temporaryDirectory(), path = dir + "/o.npy"
