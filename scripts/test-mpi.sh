@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
-# Runs the MPI wrapper checks (Sources/MPIChecks) under mpirun for several process counts, plus
-# two runs that must fail: a check that fails on purpose and a rank that calls MPI_Abort.
+# Runs the MPI tests under mpirun:
+#   1. the MPI wrapper checks (Sources/MPIChecks) for P = 1 2 3 4, plus two runs that must fail:
+#      a check that fails on purpose and a rank that calls MPI_Abort;
+#   2. DistributedChecks (distributed attention == one process) for P = 1 2 3 4 5 8, and with
+#      `full` (adds n = 100003) for P = 1 5 8;
+#   3. hyperattn under mpirun: the default job on 3 ranks, and bad inputs (--n 0, --block-size 0,
+#      --estimator bogus, bench --n 0, a NaN in one rank's data) that must end the job non-zero
+#      within seconds with one `hyperattn: error:` line;
+#   4. the two-host run through network namespaces (scripts/two-host-netns.sh), skipped with a
+#      message where network namespaces are not permitted.
+# Prints `N passed, N failed` at the end (one per mpirun) and exits non-zero on any failure.
 #
-#     scripts/test-mpi.sh                 # builds MPIChecks (release) if needed, P = 1 2 3 4
-#     MPICHECKS=path/to/MPIChecks scripts/test-mpi.sh
-#     MPI_TEST_RANKS="2 4" MPI_TEST_TIMEOUT=120 scripts/test-mpi.sh [check-name ...]
+#     scripts/test-mpi.sh                 # builds the products (release) if needed
+#     MPI_TEST_BUILD_ARGS="--scratch-path .build-x" scripts/test-mpi.sh   # where to build
+#     MPI_TEST_SKIP_BUILD=1 scripts/test-mpi.sh   # use an existing build (bin path from the args)
+#     MPICHECKS=path/to/MPIChecks scripts/test-mpi.sh [check-name ...]     # only part 1
+#     MPI_TEST_RANKS="2 4" MPI_TEST_TIMEOUT=120 scripts/test-mpi.sh
+#     MPI_TEST_DIST_RANKS="1 2" MPI_TEST_FULL_RANKS="" MPI_TEST_NETNS=0 scripts/test-mpi.sh
 #
 # Every mpirun runs under `timeout`, so a hang fails the script instead of blocking CI. mpirun
 # refuses to run as root unless told; this script allows it (CI containers run as root). The
@@ -24,10 +36,20 @@ if ! command -v mpirun >/dev/null 2>&1; then
     exit 77
 fi
 
-binary=${MPICHECKS:-.build/release/MPIChecks}
-if [ -z "${MPICHECKS:-}" ]; then
-    echo "== building MPIChecks (release)"
-    swift build -c release -Xswiftc -target-cpu -Xswiftc haswell --product MPIChecks || exit 1
+build_args=()
+[ -n "${MPI_TEST_BUILD_ARGS:-}" ] && read -r -a build_args <<<"$MPI_TEST_BUILD_ARGS"
+swift_flags=(-c release -Xswiftc -target-cpu -Xswiftc haswell)
+only_checks=0
+if [ -n "${MPICHECKS:-}" ]; then
+    binary=$MPICHECKS
+    only_checks=1
+else
+    if [ -z "${MPI_TEST_SKIP_BUILD:-}" ]; then
+        echo "== building MPIChecks, DistributedChecks, hyperattn (release)"
+        swift build "${swift_flags[@]}" "${build_args[@]}" || exit 1
+    fi
+    bin_dir=$(swift build "${swift_flags[@]}" "${build_args[@]}" --show-bin-path) || exit 1
+    binary=$bin_dir/MPIChecks
 fi
 if [ ! -x "$binary" ]; then
     echo "test-mpi.sh: $binary is not an executable" >&2
@@ -46,6 +68,7 @@ mpi_run() { # mpi_run SECONDS P ARGS... — one mpirun under a hard time limit
 }
 
 failures=0
+passes=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
@@ -63,6 +86,7 @@ for np in $ranks; do
         failures=$((failures + 1))
     else
         echo "-- P=$np: $summary"
+        passes=$((passes + 1))
     fi
 done
 
@@ -84,6 +108,7 @@ expect_failure() { # expect_failure NAME P PATTERN [CODE] — PATTERN in the out
         echo "-- $name: exit $rc but no '$pattern' in the output"; cat "$log"; failures=$((failures + 1))
     else
         echo "-- $name: failed as expected (exit $rc after ${elapsed}s)"
+        passes=$((passes + 1))
     fi
 }
 expect_failure expected-failure 2 "0 passed, 1 failed"
@@ -91,6 +116,86 @@ expect_failure expected-failure 2 "0 passed, 1 failed"
 # not always printed before the job is torn down, so the status is what is checked.
 expect_failure abort 3 "" 3
 
+if [ $only_checks -eq 0 ]; then
+    # 2. Distributed attention equals the single-process call.
+    dist=$bin_dir/DistributedChecks
+    dist_run() { # dist_run SECONDS P ARGS...
+        local seconds=$1 np=$2
+        shift 2
+        timeout -k 5 "$seconds" mpirun --oversubscribe --bind-to none -np "$np" "$dist" "$@"
+    }
+    for variant in quick full; do
+        if [ $variant = quick ]; then list=${MPI_TEST_DIST_RANKS:-"1 2 3 4 5 8"}; else list=${MPI_TEST_FULL_RANKS-"1 5 8"}; fi
+        for np in $list; do
+            echo "== mpirun -np $np DistributedChecks $variant"
+            start=$(date +%s)
+            dist_run "${MPI_TEST_DIST_TIMEOUT:-300}" "$np" $variant >"$log" 2>&1
+            rc=$?
+            cat "$log"
+            summary=$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$log" | tail -1)
+            if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+                echo "-- DistributedChecks $variant P=$np: TIMEOUT"; failures=$((failures + 1))
+            elif [ $rc -ne 0 ] || [ -z "$summary" ]; then
+                echo "-- DistributedChecks $variant P=$np: FAILED (exit $rc) $summary"; failures=$((failures + 1))
+            else
+                echo "-- DistributedChecks $variant P=$np: $summary ($(( $(date +%s) - start ))s)"; passes=$((passes + 1))
+            fi
+        done
+    done
+
+    # 3. hyperattn under mpirun.
+    hyperattn=$bin_dir/hyperattn
+    echo "== mpirun -np 3 hyperattn --n 4096 --heads 2 --error-rows 32 --peak-ms 20"
+    timeout -k 5 120 mpirun --oversubscribe --bind-to none -np 3 "$hyperattn" --n 4096 --heads 2 --error-rows 32 --peak-ms 20 >"$log" 2>&1
+    rc=$?
+    cat "$log"
+    if [ $rc -eq 0 ] && [ "$(grep -c '^hyperattn: synthetic job' "$log")" -eq 1 ] && grep -q 'ranks: *3 (MPI)' "$log" \
+        && grep -q '‖O−O\*‖/‖V‖' "$log"; then
+        echo "-- default job on 3 ranks: one summary"; passes=$((passes + 1))
+    else
+        echo "-- default job on 3 ranks: FAILED (exit $rc)"; failures=$((failures + 1))
+    fi
+
+    bad_input() { # bad_input PATTERN ARGS... — must fail within 20 s with exactly one error line
+        local pattern=$1 start rc elapsed lines
+        shift
+        echo "== expected failure: mpirun -np 3 hyperattn $*"
+        start=$(date +%s)
+        timeout -k 5 20 mpirun --oversubscribe --bind-to none -np 3 "$hyperattn" "$@" >"$log" 2>&1
+        rc=$?
+        elapsed=$(( $(date +%s) - start ))
+        lines=$(grep -c '^hyperattn: error:' "$log")
+        if [ $rc -eq 0 ] || [ $rc -eq 124 ] || [ $rc -eq 137 ] || [ "$lines" -ne 1 ] || ! grep -q -- "$pattern" "$log"; then
+            echo "-- FAILED: exit $rc after ${elapsed}s, $lines error line(s), pattern '$pattern'"; cat "$log"
+            failures=$((failures + 1))
+        else
+            echo "-- failed as expected (exit $rc after ${elapsed}s): $(grep '^hyperattn: error:' "$log")"
+            passes=$((passes + 1))
+        fi
+    }
+    bad_input "--n must be" --n 0
+    bad_input "--block-size must be" --block-size 0
+    bad_input "estimator" --estimator bogus
+    bad_input "--n must be" bench --n 0
+    bad_input "non-finite value nan" --n 4096 --peak-ms 0 --error-rows 0 --inject-nan-rank 1
+
+    # 4. Two hosts through network namespaces (root only; skipped where not permitted).
+    if [ "${MPI_TEST_NETNS:-1}" != 0 ]; then
+        echo "== two-host run through network namespaces"
+        HYPERATTN_BIN_DIR=$bin_dir timeout -k 5 180 bash scripts/two-host-netns.sh >"$log" 2>&1
+        rc=$?
+        cat "$log"
+        if [ $rc -eq 77 ]; then
+            echo "-- two-host netns: skipped"
+        elif [ $rc -eq 0 ]; then
+            echo "-- two-host netns: passed"; passes=$((passes + 1))
+        else
+            echo "-- two-host netns: FAILED (exit $rc)"; failures=$((failures + 1))
+        fi
+    fi
+fi
+
+echo "$passes passed, $failures failed"
 if [ $failures -eq 0 ]; then
     echo "test-mpi.sh: all runs behaved as expected"
 else

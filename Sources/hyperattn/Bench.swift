@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import DistributedHyperAttention
 import HyperAttention
+import MPI
 
 /// `hyperattn bench`: a table of attention timings against the machine's measured FMA peak.
 struct Bench: ParsableCommand {
@@ -14,6 +16,14 @@ struct Bench: ParsableCommand {
             float64 reference on --error-rows sampled rows, and the peak RSS against the bytes of \
             Q, K, V, O. The table goes to stdout; --json and --csv files are rewritten atomically \
             after every row. Progress goes to stderr when it is a terminal.
+
+            Under mpirun (or with --mpi) every row runs distributed over the ranks (each rank \
+            generates its own tokens) and adds: per-phase times (hash, sort/exchange, sample \
+            gather, compute, return; max and mean over ranks), bytes sent and received per rank \
+            (max and mean) against the bound on bytes sent (own Q, K, V, O shard + m sampled rows + \
+            O(P) counters per head, × (⌈log2 P⌉+1) when causal), and the compute imbalance \
+            (max/mean of compute seconds and of evaluated pairs). The peak is the sum of the \
+            ranks' peaks measured together; rank 0 prints and writes the files.
             """)
 
     @Option(help: ArgumentHelp("Write the results as JSON to this file.", valueName: "file"))
@@ -55,10 +65,18 @@ struct Bench: ParsableCommand {
     @Option(help: "Milliseconds per trial of the FMA peak measurement (best of 3, ≥ 1).")
     var peakMs: Int = 200
 
+    @Flag(help: "Run distributed over MPI even without an MPI launcher's environment (automatic under mpirun).")
+    var mpi = false
+
+    @Option(help: "Also print one line per rank (bytes vs bound, pairs, compute time) under MPI.")
+    var perRank: Bool = false
+
     @OptionGroup(title: "Algorithm")
     var algorithm: CommonAttentionOptions
 
-    func validate() throws {
+    func validate() throws { try MPILaunch.validating(checkOptions) }
+
+    private func checkOptions() throws {
         for value in n.values { try requirePositive(value, "--n") }
         try requirePositive(batch, "--batch")
         try validateHeads(heads: heads, kvHeads: kvHeads)
@@ -70,6 +88,22 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        if MPILaunch.isMPI(flag: mpi) {
+            runDistributed()
+        } else {
+            try runSingleProcess()
+        }
+    }
+
+    private var settings: BenchSettings {
+        BenchSettings(
+            batch: batch, heads: heads, kvHeads: kvHeads ?? heads, d: d, dv: dv ?? d, seed: algorithm.seed,
+            blockSize: algorithm.blockSize, samples: algorithm.samples, lshBits: algorithm.lshBits,
+            minSeqLen: algorithm.minSeqLen, estimator: estimatorName(algorithm.estimator),
+            scale: algorithm.scale.map(Double.init), repeats: repeats, errorRows: errorRows)
+    }
+
+    private func runSingleProcess() throws {
         let threads = algorithm.effectiveThreads
         let progress = ProgressLine()
         var machine = MachineInfo.current()
@@ -156,6 +190,146 @@ struct Bench: ParsableCommand {
     }
 }
 
+// MARK: - Under mpirun
+
+extension Bench {
+    /// The bench over the ranks of MPI_COMM_WORLD: every row is a `DistributedAttention` call on
+    /// shards each rank generates itself; rank 0 prints the table and writes the files.
+    func runDistributed() {
+        let world = MPILaunch.start()
+        let ranks = world.size, isRoot = world.rank == 0
+        let threads = algorithm.threads ?? MPILaunch.threadsPerRank
+        let progress = ProgressLine(enabled: isRoot && isatty(2) != 0)
+        var machine = MachineInfo.current()
+
+        // The ranks' peaks, measured together (they share the node's cores), summed.
+        progress.begin("measuring FMA peak on \(ranks) rank(s) × \(threads) thread(s)")
+        MPILaunch.orAbort(world, "MPI") { try world.barrier() }
+        let mine = PeakFLOPS.measure(threads: threads, trialSeconds: Double(peakMs) / 1000)
+        let trials = MPILaunch.orAbort(world, "MPI") { try world.allReduce(mine.trialGflops.map { $0 * MPILaunch.peakShare(threads: threads) }, operation: .sum) }
+        let peak = PeakFLOPS(
+            gflops: trials.max() ?? 0, threads: threads * ranks, trialGflops: trials, trialSeconds: mine.trialSeconds,
+            method: mine.method + "; summed over \(ranks) rank(s) of \(threads) thread(s) measured at the same time (each scaled by cores/(local ranks × threads) where oversubscribed)")
+        machine.fmaCodeGenerated = peak.gflops / Double(threads * ranks) > 10
+        progress.end()
+
+        let causalValues: [Bool] = causal == .both ? [false, true] : [causal == .yes]
+        let total = n.values.count * modes.values.count * causalValues.count
+        var report = BenchReport(
+            date: ISO8601DateFormatter().string(from: Date()), machine: machine, threads: threads * ranks, peak: peak,
+            settings: settings, rows: [])
+        if isRoot {
+            print("hyperattn bench: \(machine.cpuModel), \(machine.logicalCPUs) logical CPUs, \(ranks) MPI rank(s) × \(threads) thread(s)")
+            print("fp32 FMA peak: \(fixed(peak.gflops, 1)) GFLOP/s, sum over the ranks measured together (\(mine.method))")
+            print("settings: b=\(batch) h=\(heads) h_kv=\(kvHeads ?? heads) d=\(d) d_v=\(dv ?? d), "
+                + algorithm.summary(mode: .hyper) + ", seed \(algorithm.seed), best of \(repeats)")
+            print("byte bound (sent per rank): " + ByteBound.formula)
+            print(BenchRow.tableHeader)
+            fflush(stdout)
+        }
+
+        var index = 0
+        for length in n.values {
+            let spec = SyntheticSpec(
+                batch: batch, heads: heads, kvHeads: kvHeads ?? heads, n: length, d: d, dv: dv ?? d, seed: algorithm.seed)
+            let shape = spec.shape
+            let tokens = DistributedAttention.tokenRange(rank: world.rank, ranks: ranks, count: length)
+            progress.begin("[\(index + 1)/\(total)] generating inputs n=\(length)")
+            let problem = SyntheticProblem(spec, tokens: tokens, threads: threads)
+            MPILaunch.agree(world, [("query", problem.query), ("key", problem.key), ("value", problem.value)].lazy
+                .compactMap { nonFiniteMessage($0.1, name: "rank \(world.rank): synthetic \($0.0)", firstRow: tokens.lowerBound) }.first)
+            for mode in modes.values {
+                for isCausal in causalValues {
+                    index += 1
+                    let label = "[\(index)/\(total)] \(mode.rawValue)\(isCausal ? " causal" : "") n=\(length)"
+                    var options = algorithm.attentionOptions(mode: mode, causal: isCausal)
+                    options.threads = threads
+                    let dist = MPILaunch.agreeing(world) {
+                        try checkedOptions(options, shape)
+                        return try DistributedAttention(communicator: world, shape: shape, options: options)
+                    }
+                    var times: [Double] = []
+                    var best: (seconds: Double, result: DistributedResult)?
+                    for r in 0..<repeats {
+                        progress.begin(label + (repeats > 1 ? " (call \(r + 1)/\(repeats))" : ""))
+                        MPILaunch.orAbort(world, "MPI") { try world.barrier() }
+                        let start = MPIEnvironment.wallTime
+                        let result = MPILaunch.orAbort(world, "distributed attention") {
+                            try dist.run(query: problem.query, key: problem.key, value: problem.value)
+                        }
+                        let elapsed = MPIEnvironment.wallTime - start
+                        let seconds = MPILaunch.orAbort(world, "MPI") { try world.allReduce(elapsed, operation: .max) }
+                        times.append(seconds)
+                        if best == nil || seconds < best!.seconds { best = (seconds, result) }
+                    }
+                    let result = best!.result
+                    let reports = MPILaunch.orAbort(world, "MPI") { try gatherReports(world, result.report) }
+                    let rss = MPILaunch.orAbort(world, "MPI") { try world.allReduce(peakRSSBytes(), operation: .sum) }
+                    var error: (error: SampledError?, skipped: String?) = (nil, nil)
+                    if errorRows > 0 {
+                        progress.begin(label + " float64 reference")
+                        error = MPILaunch.orAbort(world, "error check") {
+                            try SampledError.measureDistributed(
+                                world: world, spec: spec, options: options, result: result, localQueries: tokens,
+                                rows: errorRows, threads: threads, maxKeyValueBytes: referenceMemoryLimit())
+                        }
+                    }
+                    progress.end()
+                    guard isRoot else { continue }
+
+                    let summary = DistributedSummary(reports: reports, shape: shape, options: options)
+                    let seconds = times.min()!
+                    var stats = AttentionStats()
+                    stats.evaluatedPairs = summary.evaluatedPairs
+                    stats.flops = Double(summary.evaluatedPairs) * 2 * Double(shape.headDim + shape.valueDim)
+                    let flops = usefulFLOPs(shape: shape, options: options, stats: stats)
+                    let gflops = flops / seconds / 1e9
+                    let e = error.error
+                    var row = BenchRow(
+                        mode: mode.rawValue, causal: isCausal, n: length, batch: batch, heads: heads,
+                        kvHeads: kvHeads ?? heads, d: d, dv: dv ?? d, threads: threads * ranks, seconds: seconds,
+                        allSeconds: times, flops: flops, gflops: gflops, peakGflops: peak.gflops,
+                        fractionOfPeak: gflops / peak.gflops, evaluatedPairs: summary.evaluatedPairs,
+                        errorRows: e?.rows ?? 0, relativeError: e?.relativeError,
+                        relativeErrorToV: e?.relativeErrorToV, maxLogSumExpError: e?.maxLogSumExpError,
+                        peakRSSBytes: rss, tensorBytes: tensorBytes(shape),
+                        rssToTensorBytes: Double(rss) / Double(tensorBytes(shape)))
+                    row.ranks = ranks
+                    row.threadsPerRank = threads
+                    row.phases = summary.phases
+                    row.bytesSentMax = summary.bytesSent.max
+                    row.bytesSentMean = summary.bytesSent.mean
+                    row.bytesReceivedMax = summary.bytesReceived.max
+                    row.bytesReceivedMean = summary.bytesReceived.mean
+                    row.computeImbalance = summary.computeImbalance
+                    row.flopImbalance = summary.flopImbalance
+                    row.byteBound = summary.byteBoundReport
+                    row.perRank = summary.perRank
+                    report.rows.append(row)
+                    print(row.tableLine)
+                    print("    phases: " + summary.phaseLine)
+                    print("    bytes:  " + summary.trafficLine)
+                    print("    imbalance: " + summary.imbalanceLine)
+                    if let skipped = error.skipped { print("    error check " + skipped) }
+                    if perRank { for line in summary.perRankLines { print("    " + line) } }
+                    fflush(stdout)
+                    let written: String?
+                    do { try report.write(json: json, csv: csv); written = nil } catch { written = "\(error)" }
+                    if let written {
+                        printLaunchError(written)
+                        world.abort(code: 1)
+                    }
+                }
+            }
+        }
+        if isRoot {
+            if let json { print("wrote \(json)") }
+            if let csv { print("wrote \(csv)") }
+        }
+        MPILaunch.finish()
+    }
+}
+
 // MARK: - Argument types
 
 /// A comma-separated list of integers (`16384,131072`).
@@ -165,8 +339,16 @@ struct IntList: ExpressibleByArgument {
     init?(argument: String) {
         let parts = argument.split(separator: ",", omittingEmptySubsequences: false)
             .map { Int($0.trimmingCharacters(in: .whitespaces)) }
-        guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else { return nil }
+        guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else {
+            _ = Self.invalid()
+            return nil
+        }
         values = parts.map { $0! }
+    }
+    /// nil, after which ArgumentParser reports the error; under mpirun only rank 0 does.
+    static func invalid() -> Self? {
+        MPILaunch.optionErrorFound()
+        return nil
     }
     var defaultValueDescription: String { values.map(String.init).joined(separator: ",") }
 }
@@ -177,7 +359,10 @@ struct ModeList: ExpressibleByArgument {
     init(values: [AttentionMode]) { self.values = values }
     init?(argument: String) {
         let parts = argument.split(separator: ",").map { AttentionMode(rawValue: $0.trimmingCharacters(in: .whitespaces).lowercased()) }
-        guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else { return nil }
+        guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else {
+            _ = IntList.invalid()
+            return nil
+        }
         values = parts.map { $0! }
     }
     var defaultValueDescription: String { values.map(\.rawValue).joined(separator: ",") }
@@ -226,6 +411,23 @@ struct BenchRow: Codable {
     var tensorBytes: Int
     var rssToTensorBytes: Double
 
+    // Distributed runs only (absent from single-process rows). peakRSSBytes is then the sum
+    // over the ranks, seconds the slowest rank's, peakGflops the sum of the ranks' peaks.
+    var ranks: Int? = nil
+    var threadsPerRank: Int? = nil
+    /// hash, exchange (sort/exchange), sampleGather, compute, return, total: seconds, max/mean over ranks.
+    var phases: [String: MaxMean]? = nil
+    var bytesSentMax: Double? = nil
+    var bytesSentMean: Double? = nil
+    var bytesReceivedMax: Double? = nil
+    var bytesReceivedMean: Double? = nil
+    /// max/mean over ranks of computeSeconds.
+    var computeImbalance: Double? = nil
+    /// max/mean over ranks of evaluated query–key pairs.
+    var flopImbalance: Double? = nil
+    var byteBound: ByteBoundReport? = nil
+    var perRank: [RankRow]? = nil
+
     static let columns: [(title: String, width: Int)] = [
         ("mode", 5), ("causal", 6), ("n", 8), ("seconds", 9), ("GFLOP/s", 8), ("peak", 7), ("of peak", 7),
         ("err/|O*|", 9), ("err/|V|", 9), ("RSS MiB", 8), ("RSS/QKVO", 8),
@@ -253,16 +455,24 @@ struct BenchRow: Codable {
     static let csvHeader = [
         "mode", "causal", "n", "batch", "heads", "kvHeads", "d", "dv", "threads", "seconds", "flops", "gflops",
         "peakGflops", "fractionOfPeak", "evaluatedPairs", "errorRows", "relativeError", "relativeErrorToV",
-        "maxLogSumExpError", "peakRSSBytes", "tensorBytes", "rssToTensorBytes",
+        "maxLogSumExpError", "peakRSSBytes", "tensorBytes", "rssToTensorBytes", "ranks", "threadsPerRank",
+        "hashSecondsMax", "exchangeSecondsMax", "sampleGatherSecondsMax", "computeSecondsMax", "computeSecondsMean",
+        "returnSecondsMax", "bytesSentMax", "bytesSentMean", "bytesReceivedMax", "bytesReceivedMean", "byteBoundMax",
+        "bytesSentToBoundMax", "computeImbalance", "flopImbalance",
     ]
 
     var csvLine: String {
         func opt(_ x: Double?) -> String { x.map { "\($0)" } ?? "" }
+        func opt(_ x: Int?) -> String { x.map { "\($0)" } ?? "" }
         return [
             mode, "\(causal)", "\(n)", "\(batch)", "\(heads)", "\(kvHeads)", "\(d)", "\(dv)", "\(threads)",
             "\(seconds)", "\(flops)", "\(gflops)", "\(peakGflops)", "\(fractionOfPeak)", "\(evaluatedPairs)",
             "\(errorRows)", opt(relativeError), opt(relativeErrorToV), opt(maxLogSumExpError), "\(peakRSSBytes)",
-            "\(tensorBytes)", "\(rssToTensorBytes)",
+            "\(tensorBytes)", "\(rssToTensorBytes)", opt(ranks), opt(threadsPerRank), opt(phases?["hash"]?.max),
+            opt(phases?["exchange"]?.max), opt(phases?["sampleGather"]?.max), opt(phases?["compute"]?.max),
+            opt(phases?["compute"]?.mean), opt(phases?["return"]?.max), opt(bytesSentMax), opt(bytesSentMean),
+            opt(bytesReceivedMax), opt(bytesReceivedMean), opt(byteBound?.perRank.max()),
+            opt(byteBound?.measuredToBoundMax), opt(computeImbalance), opt(flopImbalance),
         ].map(csvField).joined(separator: ",")
     }
 }

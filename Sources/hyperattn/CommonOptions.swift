@@ -8,7 +8,7 @@ struct CommonAttentionOptions: ParsableArguments {
     @Option(help: "Seed of every random choice (synthetic inputs, hash directions, samples).")
     var seed: UInt64 = 0
 
-    @Option(help: "Worker threads (also the threads the FMA peak is measured on). Default: all cores.")
+    @Option(help: "Worker threads (also the threads the FMA peak is measured on). Default: all cores; under mpirun the cores divided by the ranks on the node.")
     var threads: Int?
 
     @Option(help: "Key block size b of the LSH block part (≥ 1).")
@@ -33,7 +33,10 @@ struct CommonAttentionOptions: ParsableArguments {
     @Option(help: "Logit scale (default 1/sqrt(d)).")
     var scale: Float?
 
-    func validate() throws {
+    /// Under mpirun only rank 0 reports an option error (`MPILaunch.validating`).
+    func validate() throws { try MPILaunch.validating(checkOptions) }
+
+    private func checkOptions() throws {
         try requirePositive(blockSize, "--block-size")
         try requirePositive(samples, "--samples")
         try requirePositive(minSeqLen, "--min-seq-len")
@@ -84,7 +87,9 @@ func validateHeads(heads: Int, kvHeads: Int?) throws {
     case "uniform": return .uniform
     case "stratified": return .stratified
     case "stratified-cv", "stratified-control-variate", "stratifiedcontrolvariate", "cv": return .stratifiedControlVariate
-    default: throw ValidationError("unknown estimator '\(text)'; expected uniform, stratified or stratified-cv")
+    default:
+        MPILaunch.optionErrorFound()  // under mpirun: only rank 0 goes on to report
+        throw ValidationError("unknown estimator '\(text)'; expected uniform, stratified or stratified-cv")
     }
 }
 

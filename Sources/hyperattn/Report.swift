@@ -1,5 +1,7 @@
+import DistributedHyperAttention
 import Foundation
 import HyperAttention
+import MPI
 
 #if canImport(Glibc)
 import Glibc
@@ -165,3 +167,184 @@ func csvField(_ s: String) -> String {
     s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" })
         ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
 }
+
+// MARK: - Distributed runs
+
+/// Every rank's `DistributedReport`, on every rank (one allgather of 9 numbers per rank).
+func gatherReports(_ world: Communicator, _ report: DistributedReport) throws -> [DistributedReport] {
+    let mine = [
+        report.hashSeconds, report.exchangeSeconds, report.sampleGatherSeconds, report.computeSeconds, report.returnSeconds,
+        report.totalSeconds, Double(report.bytesSent), Double(report.bytesReceived), Double(report.evaluatedPairs),
+    ]
+    let all = try world.allGather(mine)
+    return (0..<world.size).map { r in
+        let x = all[(r * 9)..<(r * 9 + 9)].map { $0 }
+        var rep = DistributedReport()
+        rep.hashSeconds = x[0]; rep.exchangeSeconds = x[1]; rep.sampleGatherSeconds = x[2]; rep.computeSeconds = x[3]
+        rep.returnSeconds = x[4]; rep.totalSeconds = x[5]
+        rep.bytesSent = Int(x[6]); rep.bytesReceived = Int(x[7]); rep.evaluatedPairs = Int(x[8])
+        return rep
+    }
+}
+
+/// Maximum and mean over the ranks.
+struct MaxMean: Codable, Equatable {
+    var max: Double
+    var mean: Double
+    init(_ values: [Double]) {
+        max = values.max() ?? 0
+        mean = values.isEmpty ? 0 : values.reduce(0, +) / Double(values.count)
+    }
+    /// max / mean (1 = perfectly balanced; 1 when everything is 0).
+    var imbalance: Double { mean > 0 ? max / mean : 1 }
+}
+
+/// The issue's bound on the bytes one rank sends in a distributed call, from its shard sizes.
+///
+///     non-causal:  B_p = Σ over b·h_q heads [ 4·(n_q,p·d + n_k,p·(d + d_v) + n_q,p·d_v)   (own Q, K, V, O rows)
+///                                             + 4·m·(d + d_v) ]                       (m sampled K|V rows)
+///                        + 64·P per head                                              (O(P) counters)
+///     causal:      (⌈log₂ P⌉ + 1) · B_p
+///
+/// K and V are counted once per query head, as the rectangles are per query head (with GQA the
+/// K|V rows of a key head travel once for each of its query heads). `withIds` is the volume the
+/// design itself implies: every Q and K|V row carries its 4-byte sorted position, every returned
+/// O row its lse, every sampled row its index, and the bucket histograms (exscan + allreduce,
+/// 32·2^r bytes) and the control variate's Σ V (8·d_v) travel per head. nil for exact attention
+/// (or HyperAttention below --min-seq-len): an exact piece spanning ranks is gathered to one rank.
+struct ByteBound {
+    var issue: Int
+    var withIds: Int
+
+    init?(shape s: AttentionShape, options: AttentionOptions, rank: Int, ranks: Int) {
+        guard options.mode == .hyper, s.queryCount >= options.minSeqLen || s.keyCount >= options.minSeqLen else { return nil }
+        let nq = DistributedAttention.tokenRange(rank: rank, ranks: ranks, count: s.queryCount).count
+        let nk = DistributedAttention.tokenRange(rank: rank, ranks: ranks, count: s.keyCount).count
+        let d = s.headDim, dv = s.valueDim, m = options.samples, heads = s.batch * s.queryHeads
+        let levels = options.causal ? Self.ceilLog2(ranks) + 1 : 1
+        let counters = 64 * ranks
+        let perHead = 4 * (nq * d + nk * (d + dv) + nq * dv) + 4 * m * (d + dv) + counters
+        let perHeadIds = 4 * (nq * (d + 1) + nk * (d + dv + 1) + nq * (dv + 1)) + 4 * m * (d + dv + 1) + counters
+            + 32 * (1 << options.lshBits) + (options.estimator == .stratifiedControlVariate ? 8 * dv : 0)
+        issue = levels * heads * perHead
+        withIds = levels * heads * perHeadIds
+    }
+
+    static func ceilLog2(_ p: Int) -> Int {
+        var levels = 0
+        while (1 << levels) < p { levels += 1 }
+        return levels
+    }
+
+    static let formula = "per head: 4·(n_q,p·d + n_k,p·(d+d_v) + n_q,p·d_v) + 4·m·(d+d_v) + 64·P; × b·h_q heads; × (⌈log2 P⌉+1) when causal"
+}
+
+/// One rank's line of a distributed bench row.
+struct RankRow: Codable {
+    var rank: Int
+    var queryRows: Int
+    var hashSeconds, exchangeSeconds, sampleGatherSeconds, computeSeconds, returnSeconds, totalSeconds: Double
+    var bytesSent, bytesReceived: Int
+    /// `ByteBound.issue` / `.withIds` for this rank's shard.
+    var byteBound: Int?
+    var byteBoundWithIds: Int?
+    var evaluatedPairs: Int
+}
+
+/// The bound columns of a distributed bench row.
+struct ByteBoundReport: Codable {
+    var formula: String
+    /// Per rank, the issue's bound and the design's volume with ids/lse/histograms.
+    var perRank: [Int]
+    var perRankWithIds: [Int]
+    /// max over ranks of bytesSent / bound (≤ 1: within the bound).
+    var measuredToBoundMax: Double
+    var measuredToBoundWithIdsMax: Double
+    var withinBound: Bool
+}
+
+/// Per-phase times, traffic and imbalance over the ranks of one distributed call.
+struct DistributedSummary {
+    var reports: [DistributedReport]
+    var shape: AttentionShape
+    var options: AttentionOptions
+
+    var ranks: Int { reports.count }
+    var evaluatedPairs: Int { reports.reduce(0) { $0 + $1.evaluatedPairs } }
+
+    var phases: [String: MaxMean] {
+        [
+            "hash": MaxMean(reports.map(\.hashSeconds)), "exchange": MaxMean(reports.map(\.exchangeSeconds)),
+            "sampleGather": MaxMean(reports.map(\.sampleGatherSeconds)), "compute": MaxMean(reports.map(\.computeSeconds)),
+            "return": MaxMean(reports.map(\.returnSeconds)), "total": MaxMean(reports.map(\.totalSeconds)),
+        ]
+    }
+    var bytesSent: MaxMean { MaxMean(reports.map { Double($0.bytesSent) }) }
+    var bytesReceived: MaxMean { MaxMean(reports.map { Double($0.bytesReceived) }) }
+    /// max/mean over ranks of computeSeconds.
+    var computeImbalance: Double { MaxMean(reports.map(\.computeSeconds)).imbalance }
+    /// max/mean over ranks of evaluated query–key pairs (the FLOP count: meaningful when ranks
+    /// share cores and times are not).
+    var flopImbalance: Double { MaxMean(reports.map { Double($0.evaluatedPairs) }).imbalance }
+
+    var bounds: [ByteBound?] { (0..<ranks).map { ByteBound(shape: shape, options: options, rank: $0, ranks: ranks) } }
+
+    var byteBoundReport: ByteBoundReport? {
+        let b = bounds
+        guard b.allSatisfy({ $0 != nil }) else { return nil }
+        let issue = b.map { $0!.issue }, ids = b.map { $0!.withIds }
+        let ratio = zip(reports, issue).map { Double($0.bytesSent) / Double(max($1, 1)) }.max() ?? 0
+        let ratioIds = zip(reports, ids).map { Double($0.bytesSent) / Double(max($1, 1)) }.max() ?? 0
+        return ByteBoundReport(
+            formula: ByteBound.formula, perRank: issue, perRankWithIds: ids, measuredToBoundMax: ratio,
+            measuredToBoundWithIdsMax: ratioIds, withinBound: ratio <= 1)
+    }
+
+    var perRank: [RankRow] {
+        let b = bounds
+        return reports.enumerated().map { r, rep in
+            RankRow(
+                rank: r, queryRows: DistributedAttention.tokenRange(rank: r, ranks: ranks, count: shape.queryCount).count,
+                hashSeconds: rep.hashSeconds, exchangeSeconds: rep.exchangeSeconds, sampleGatherSeconds: rep.sampleGatherSeconds,
+                computeSeconds: rep.computeSeconds, returnSeconds: rep.returnSeconds, totalSeconds: rep.totalSeconds,
+                bytesSent: rep.bytesSent, bytesReceived: rep.bytesReceived, byteBound: b[r]?.issue,
+                byteBoundWithIds: b[r]?.withIds, evaluatedPairs: rep.evaluatedPairs)
+        }
+    }
+
+    var phaseLine: String {
+        let p = phases
+        return ["hash", "exchange", "sampleGather", "compute", "return", "total"].map { name in
+            "\(name == "exchange" ? "sort/exchange" : name == "sampleGather" ? "sample gather" : name) \(fixed(p[name]!.max, 3))/\(fixed(p[name]!.mean, 3))"
+        }.joined(separator: ", ") + " s (max/mean over ranks)"
+    }
+
+    var trafficLine: String {
+        let s = bytesSent, r = bytesReceived
+        var line = "sent \(mib(s.max))/\(mib(s.mean)) MiB, received \(mib(r.max))/\(mib(r.mean)) MiB (max/mean per rank)"
+        if let b = byteBoundReport {
+            line += "; bound \(mib(Double(b.perRank.max() ?? 0))) MiB (with ids/lse \(mib(Double(b.perRankWithIds.max() ?? 0)))), "
+                + "sent/bound max \(fixed(b.measuredToBoundMax, 3)) (with ids \(fixed(b.measuredToBoundWithIdsMax, 3)))"
+        } else {
+            line += "; no bound (exact pieces spanning ranks are gathered to one rank)"
+        }
+        return line
+    }
+
+    var imbalanceLine: String {
+        "compute time \(fixed(computeImbalance, 3)), FLOPs (evaluated pairs) \(fixed(flopImbalance, 3)) (max/mean over ranks)"
+    }
+
+    /// Per-rank sent bytes against the bound, and evaluated pairs.
+    var perRankLines: [String] {
+        let b = bounds
+        return reports.enumerated().map { r, rep in
+            "rank \(r): sent \(mib(Double(rep.bytesSent))) MiB"
+                + (b[r].map { " (bound \(mib(Double($0.issue))), with ids \(mib(Double($0.withIds))))" } ?? "")
+                + ", received \(mib(Double(rep.bytesReceived))) MiB, pairs \(rep.evaluatedPairs), compute \(fixed(rep.computeSeconds, 3)) s"
+        }
+    }
+}
+
+/// Bytes as MiB with 2 decimals.
+func mib(_ bytes: Double) -> String { fixed(bytes / 1_048_576, 2) }
