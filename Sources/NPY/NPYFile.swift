@@ -86,9 +86,9 @@ public enum NPYFile {
         }
         let major = Int(prefix[6])
         let lengthBytes: Int
-        switch major {
-        case 1: lengthBytes = 2
-        case 2, 3: lengthBytes = 4
+        switch (major, prefix[7]) {
+        case (1, 0): lengthBytes = 2
+        case (2, 0), (3, 0): lengthBytes = 4
         default: throw NPYError(path, "unsupported .npy format version \(major).\(prefix[7]) (expected 1.0, 2.0 or 3.0)")
         }
         guard prefix.count >= 8 + lengthBytes else { throw NPYError(path, "truncated header") }

@@ -159,7 +159,12 @@ struct NPYTests {
         FileManager.default.createFile(atPath: dir + "/magic.npy", contents: Data(Array("PK\u{3}\u{4}not numpy at all".utf8)))
         cases.append(("magic.npy", "magic"))
         craft(dir + "/version.npy", version: 4, header: good, data: data)
-        cases.append(("version.npy", "version"))
+        cases.append(("version.npy", "version 4.0"))
+        var minor: [UInt8] = Array(try Data(contentsOf: URL(fileURLWithPath: dir + "/version.npy")))
+        minor[6] = 1
+        minor[7] = 1
+        FileManager.default.createFile(atPath: dir + "/minor.npy", contents: Data(minor))
+        cases.append(("minor.npy", "version 1.1"))
         var truncated: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, 0x76, 0]
         truncated += Array("{'descr': '<f4'".utf8)
         FileManager.default.createFile(atPath: dir + "/trunchead.npy", contents: Data(truncated))
