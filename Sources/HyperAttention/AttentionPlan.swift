@@ -61,7 +61,10 @@ package struct AttentionPlan {
         let heads = shape.batch * shape.queryHeads
         var outShape = query.shape
         outShape[outShape.count - 1] = shape.valueDim
-        var output = Tensor(shape: outShape)
+        // Not zero-filled here: every row is written by the first piece that covers it (exact
+        // tiles, LSH blocks and causal leaves each cover all rows), so the pages are first
+        // touched by the workers, in parallel.
+        var output = Tensor(shape: outShape) { _ in }
         var lse = Tensor(shape: Array(query.shape.dropLast()), repeating: -.infinity)
         // Levels of all heads, merged level by level (heads never share rows).
         var levelsAll: [[Piece]] = []

@@ -45,7 +45,7 @@ package struct SortLSH: Sendable {
                         acc.addProduct(x.loadVec16(c), UnsafePointer(wj).loadVec16(c))
                         c += 16
                     }
-                    dot = acc.sum()
+                    dot = horizontalSum(acc)
                     while c < d { dot += x[c] * wj[c]; c += 1 }
                     if dot > 0 { code |= 1 << j }
                 }

@@ -385,12 +385,19 @@ extension TileWorkspace {
     /// gathered block rows (slots 0..<blockKeys) and the gathered samples with weights `weights`.
     package func setValueCorrection(nodeValueSum: [Double], blockKeys: Int, sampleWeights: [Double]) {
         let dv = valueDim, dvp = paddedValueDim
-        for c in 0..<dv { valueCorrection[c] = nodeValueSum[c] }
-        for t in 0..<blockKeys {
-            for c in 0..<dv { valueCorrection[c] -= Double(values[t * dvp + c]) }
-        }
-        for (t, w) in sampleWeights.enumerated() {
-            for c in 0..<dv { valueCorrection[c] -= w * Double(values[(blockKeys + t) * dvp + c]) }
+        // Σ_{k∈B} v_k and Σ_s w_s v_s in fp32 SIMD (a few hundred terms each), then combined with
+        // the node's Σ v in float64, where the large terms cancel.
+        var c0 = 0
+        while c0 < dvp {
+            var block = Vec16(), weighted = Vec16()
+            for t in 0..<blockKeys { block += values.loadVec16(t * dvp + c0) }
+            for (t, w) in sampleWeights.enumerated() {
+                weighted.addProduct(Vec16(repeating: Float(w)), values.loadVec16((blockKeys + t) * dvp + c0))
+            }
+            for c in c0..<min(c0 + microCols, dv) {
+                valueCorrection[c] = nodeValueSum[c] - Double(block[c - c0]) - Double(weighted[c - c0])
+            }
+            c0 += microCols
         }
     }
 
@@ -470,7 +477,7 @@ package func mergePartial(
 ) {
     let old = logSumExp.pointee
     if !merge || old == -.infinity {
-        output.update(from: partial, count: count)
+        copyRow(from: partial, to: output, count: count)
         logSumExp.pointee = newLse
         return
     }

@@ -18,6 +18,14 @@ extension UnsafeMutablePointer where Pointee == Float {
     }
 }
 
+/// Sum of the 16 lanes as a tree (4 dependent adds, not 15 as `.sum()` lowers to).
+@inline(__always) func horizontalSum(_ v: Vec16) -> Float {
+    let a = v.lowHalf + v.highHalf
+    let b = a.lowHalf + a.highHalf
+    let c = b.lowHalf + b.highHalf
+    return c[0] + c[1]
+}
+
 /// Lane-wise maximum. (The standard library's `pointwiseMax` and `clamped` are lowered lane by
 /// lane because of their NaN rules; a compare and blend is one instruction pair.)
 @inline(__always) func maxVec16(_ a: Vec16, _ b: Vec16) -> Vec16 { a.replacing(with: b, where: a .< b) }
