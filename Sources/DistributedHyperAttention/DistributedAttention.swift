@@ -62,7 +62,8 @@ public struct DistributedAttention {
         }
         var report = DistributedReport()
         let start = MPIEnvironment.wallTime
-        var output = Tensor(shape: [shape.batch, shape.queryHeads, localQueries.count, shape.valueDim])
+        // Every local row is written by its first piece (as in one process), so no zero fill.
+        var output = Tensor(shape: [shape.batch, shape.queryHeads, localQueries.count, shape.valueDim]) { _ in }
         var lse = Tensor(shape: [shape.batch, shape.queryHeads, localQueries.count], repeating: -.infinity)
         let plan = AttentionPlan(shape: shape, options: options)
         var thrown: Error?
