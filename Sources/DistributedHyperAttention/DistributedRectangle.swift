@@ -5,13 +5,14 @@ import MPI
 /// recursion) over the ranks that own its rows (DESIGN.md §3, the rectangle primitive):
 ///
 /// 1. each rank hashes its own query and key rows of the piece (the node's hyperplanes);
-/// 2. global stable counting sort: local bucket histograms → exclusive scan (rows of lower
-///    ranks) and allreduce (totals) give every row its global sorted position, with no data
-///    moved — the same order as the single-process stable sort, since lower ranks hold lower
-///    tokens;
+/// 2. global stable counting sort: local bucket histograms, allgathered (which gives what an
+///    exclusive scan over lower ranks and an allreduce of totals would), give every row its global
+///    sorted position, with no data moved — the same order as the single-process stable sort,
+///    since lower ranks hold lower tokens;
 /// 3. blocks are dealt whole and contiguous, query block j with key block j, ⌊c·nb/P⌋ of them
-///    to rank c (equal work: blocks differ in size by at most one row); one alltoallv moves Q rows
-///    (each with its sorted position), one moves K|V rows;
+///    to rank c (equal work: blocks differ in size by at most one row); one alltoallv moves Q rows,
+///    one moves K|V rows, each sent in ascending sorted position, so the receiver knows every
+///    row's position from the histograms and no ids travel;
 /// 4. the node's samples (positions in sorted-key order) are contributed by the rank that now
 ///    holds them and allgathered, so every rank has all m (k, v) rows;
 /// 5. each rank runs the core's fused block kernel on its blocks — the same gathered rows in the
@@ -45,84 +46,117 @@ struct DistributedRectangle {
         let keyBuckets = hash(lsh, count: myK.count) { ex.keyRow(h, myK.lowerBound + $0) }
         run.report.hashSeconds += MPIEnvironment.wallTime - t
 
-        // 2. Global sorted positions from histograms.
+        // 2. Global sorted positions from histograms. One allgather of every rank's bucket counts
+        //    gives what MPI_Exscan (counts of lower ranks) and MPI_Allreduce (totals) would, and
+        //    also tells each receiver which sorted positions every sender holds, so rows travel
+        //    without ids.
         t = MPIEnvironment.wallTime
         let buckets = lsh.bucketCount
         var histogram = [Int64](repeating: 0, count: 2 * buckets)
         for b in queryBuckets { histogram[Int(b)] += 1 }
         for b in keyBuckets { histogram[buckets + Int(b)] += 1 }
-        let below = try comm.exclusiveScan(histogram, operation: .sum)
-        let totals = try comm.allReduce(histogram, operation: .sum)
-        run.report.bytesSent += 2 * 8 * histogram.count
-        run.report.bytesReceived += 2 * 8 * histogram.count
-        func positions(_ rowBuckets: [UInt16], offset: Int) -> [Int] {
-            var next = [Int](repeating: 0, count: buckets)
-            var start = 0
+        let ranks = comm.size
+        let all = try comm.allGather(histogram)  // [rank][2 · buckets]
+        run.report.bytesSent += 8 * histogram.count
+        run.report.bytesReceived += 8 * all.count
+        /// First sorted position of bucket b (side offset 0: queries, `buckets`: keys), and the
+        /// first position of rank r's rows inside it.
+        func layout(offset: Int) -> (start: [Int], rankStart: [[Int]]) {
+            var start = [Int](repeating: 0, count: buckets)
+            var rankStart = [[Int]](repeating: [Int](repeating: 0, count: buckets), count: ranks)
+            var position = 0
             for b in 0..<buckets {
-                next[b] = start + Int(below[offset + b])
-                start += Int(totals[offset + b])
+                start[b] = position
+                for r in 0..<ranks {
+                    rankStart[r][b] = position
+                    position += Int(all[r * 2 * buckets + offset + b])
+                }
             }
-            return rowBuckets.map { b in
-                defer { next[Int(b)] += 1 }
-                return next[Int(b)]
-            }
+            return (start, rankStart)
         }
-        let queryPositions = positions(queryBuckets, offset: 0)
-        let keyPositions = positions(keyBuckets, offset: buckets)
+        let queryLayout = layout(offset: 0), keyLayout = layout(offset: buckets)
+        /// This rank's rows in ascending sorted position (a stable counting sort by bucket), and
+        /// each one's position.
+        func sortedRows(_ rowBuckets: [UInt16], _ layout: (start: [Int], rankStart: [[Int]])) -> (order: [Int], positions: [Int]) {
+            var order = [Int32](repeating: 0, count: rowBuckets.count)
+            rowBuckets.withUnsafeBufferPointer { b in
+                order.withUnsafeMutableBufferPointer { o in
+                    SortLSH.sortedOrder(buckets: b.baseAddress!, count: b.count, bucketCount: buckets, order: o.baseAddress!)
+                }
+            }
+            var next = layout.rankStart[comm.rank]
+            let positions = order.map { i -> Int in
+                let b = Int(rowBuckets[Int(i)])
+                defer { next[b] += 1 }
+                return next[b]
+            }
+            return (order.map(Int.init), positions)
+        }
+        let mineQ = sortedRows(queryBuckets, queryLayout), mineK = sortedRows(keyBuckets, keyLayout)
 
         // 3. Deal blocks to ranks and move the rows.
         let partition = BlockPartition(keyCount: nk, blockSize: options.blockSize)
-        let ranks = comm.size
         let myBlocks = (comm.rank * partition.blocks / ranks)..<((comm.rank + 1) * partition.blocks / ranks)
         func destination(ofBlock j: Int) -> Int { proportionalPart(containing: j, parts: ranks, length: partition.blocks) }
         let qStart = partition.range(myBlocks.lowerBound, length: nq).lowerBound
         let qEnd = myBlocks.isEmpty ? qStart : partition.range(myBlocks.upperBound - 1, length: nq).upperBound
         let kStart = partition.range(myBlocks.lowerBound, length: nk).lowerBound
         let kEnd = myBlocks.isEmpty ? kStart : partition.range(myBlocks.upperBound - 1, length: nk).upperBound
-
-        // Q rows: d floats and the sorted position (as the bits of a Float), grouped by rank.
-        let queryDestinations = queryPositions.map { destination(ofBlock: partition.block(containing: $0, length: nq)) }
-        let querySendOrder = groupedOrder(queryDestinations, ranks: ranks)
-        var sendQ = [Float]()
-        sendQ.reserveCapacity(myQ.count * (d + 1))
-        for i in querySendOrder.order {
-            sendQ += UnsafeBufferPointer(start: ex.queryRow(h, myQ.lowerBound + i), count: d)
-            sendQ.append(Float(bitPattern: UInt32(queryPositions[i])))
+        /// Rows to send per rank: positions ascend, and so do their destinations.
+        func sendCounts(_ positions: [Int], length: Int) -> [Int] {
+            var counts = [Int](repeating: 0, count: ranks)
+            for p in positions { counts[destination(ofBlock: partition.block(containing: p, length: length))] += 1 }
+            return counts
         }
-        let receivedQ = try comm.allToAllv(sendQ, sendCounts: querySendOrder.counts.map { $0 * (d + 1) })
-        // K|V rows: d + d_v floats and the sorted position.
-        let keyDestinations = keyPositions.map { destination(ofBlock: partition.block(containing: $0, length: nk)) }
-        let keySendOrder = groupedOrder(keyDestinations, ranks: ranks)
+        /// The sorted positions in `range` that each rank holds, rank by rank, ascending: the
+        /// order in which their rows arrive.
+        func arrivingPositions(_ layout: (start: [Int], rankStart: [[Int]]), offset: Int, range: Range<Int>) -> [Int] {
+            var positions: [Int] = []
+            positions.reserveCapacity(range.count)
+            for r in 0..<ranks {
+                for b in 0..<buckets {
+                    let first = layout.rankStart[r][b], count = Int(all[r * 2 * buckets + offset + b])
+                    let lo = max(first, range.lowerBound), hi = min(first + count, range.upperBound)
+                    if lo < hi { positions += lo..<hi }
+                }
+            }
+            return positions
+        }
+
+        // Q rows (d floats each), in ascending sorted position.
+        var sendQ = [Float]()
+        sendQ.reserveCapacity(myQ.count * d)
+        for i in mineQ.order { sendQ += UnsafeBufferPointer(start: ex.queryRow(h, myQ.lowerBound + i), count: d) }
+        let queryCounts = sendCounts(mineQ.positions, length: nq)
+        let receivedQ = try comm.allToAllv(sendQ, sendCounts: queryCounts.map { $0 * d })
+        // K|V rows (d + d_v floats each), in ascending sorted position.
         var sendKV = [Float]()
-        sendKV.reserveCapacity(myK.count * (d + dv + 1))
-        for i in keySendOrder.order {
+        sendKV.reserveCapacity(myK.count * (d + dv))
+        for i in mineK.order {
             sendKV += UnsafeBufferPointer(start: ex.keyRow(h, myK.lowerBound + i), count: d)
             sendKV += UnsafeBufferPointer(start: ex.valueRow(h, myK.lowerBound + i), count: dv)
-            sendKV.append(Float(bitPattern: UInt32(keyPositions[i])))
         }
-        let receivedKV = try comm.allToAllv(sendKV, sendCounts: keySendOrder.counts.map { $0 * (d + dv + 1) })
+        let receivedKV = try comm.allToAllv(sendKV, sendCounts: sendCounts(mineK.positions, length: nk).map { $0 * (d + dv) })
         run.report.bytesSent += 4 * (sendQ.count + sendKV.count) + 2 * 8 * ranks
         run.report.bytesReceived += 4 * (receivedQ.values.count + receivedKV.values.count) + 2 * 8 * ranks
 
         // Lay the received rows out in sorted order (positions qStart..<qEnd, kStart..<kEnd).
+        let arrivingQ = arrivingPositions(queryLayout, offset: 0, range: qStart..<qEnd)
+        let arrivingK = arrivingPositions(keyLayout, offset: buckets, range: kStart..<kEnd)
+        precondition(arrivingQ.count * d == receivedQ.values.count && arrivingK.count * (d + dv) == receivedKV.values.count,
+                     "distributed sort: received rows do not match the histograms")
         var sortedQ = [Float](repeating: 0, count: (qEnd - qStart) * d)
-        var querySlotOfReceived = [Int]()
+        let querySlotOfReceived = arrivingQ.map { $0 - qStart }
         receivedQ.values.withUnsafeBufferPointer { r in
-            let rows = r.count / (d + 1)
-            querySlotOfReceived.reserveCapacity(rows)
-            for i in 0..<rows {
-                let row = r.baseAddress! + i * (d + 1)
-                let slot = Int(row[d].bitPattern) - qStart
-                querySlotOfReceived.append(slot)
-                for c in 0..<d { sortedQ[slot * d + c] = row[c] }
+            for (i, slot) in querySlotOfReceived.enumerated() {
+                for c in 0..<d { sortedQ[slot * d + c] = r[i * d + c] }
             }
         }
         var sortedK = [Float](repeating: 0, count: (kEnd - kStart) * d)
         var sortedV = [Float](repeating: 0, count: (kEnd - kStart) * dv)
         receivedKV.values.withUnsafeBufferPointer { r in
-            for i in 0..<(r.count / (d + dv + 1)) {
-                let row = r.baseAddress! + i * (d + dv + 1)
-                let slot = Int(row[d + dv].bitPattern) - kStart
+            for (i, p) in arrivingK.enumerated() {
+                let row = r.baseAddress! + i * (d + dv), slot = p - kStart
                 for c in 0..<d { sortedK[slot * d + c] = row[c] }
                 for c in 0..<dv { sortedV[slot * dv + c] = row[d + c] }
             }
@@ -219,11 +253,11 @@ struct DistributedRectangle {
         var back = [Float]()
         back.reserveCapacity(querySlotOfReceived.count * (dv + 1))
         for slot in querySlotOfReceived { back += results[slot * (dv + 1) ..< (slot + 1) * (dv + 1)] }
-        let returned = try comm.allToAllv(back, sendCounts: receivedQ.counts.map { $0 / (d + 1) * (dv + 1) })
+        let returned = try comm.allToAllv(back, sendCounts: receivedQ.counts.map { $0 / d * (dv + 1) })
         run.report.bytesSent += 4 * back.count + 8 * ranks
         run.report.bytesReceived += 4 * returned.values.count + 8 * ranks
         returned.values.withUnsafeBufferPointer { r in
-            for (k, i) in querySendOrder.order.enumerated() {
+            for (k, i) in mineQ.order.enumerated() {
                 let row = r.baseAddress! + k * (dv + 1)
                 let token = myQ.lowerBound + i
                 mergePartial(into: ex.outputRow(h, token), logSumExp: ex.lseEntry(h, token), partial: row,
@@ -248,20 +282,6 @@ struct DistributedRectangle {
         }
         return buckets
     }
-}
-
-/// Row indices 0..<n grouped by destination rank (stable), and the count for each rank.
-func groupedOrder(_ destinations: [Int], ranks: Int) -> (order: [Int], counts: [Int]) {
-    var counts = [Int](repeating: 0, count: ranks)
-    for r in destinations { counts[r] += 1 }
-    var next = [Int](repeating: 0, count: ranks)
-    for r in 1..<max(ranks, 1) { next[r] = next[r - 1] + counts[r - 1] }
-    var order = [Int](repeating: 0, count: destinations.count)
-    for (i, r) in destinations.enumerated() {
-        order[next[r]] = i
-        next[r] += 1
-    }
-    return (order, counts)
 }
 
 /// Pointers shared by the block workers (each writes disjoint result rows).
