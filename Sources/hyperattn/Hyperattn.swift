@@ -40,7 +40,10 @@ struct Hyperattn: ParsableCommand {
             }
             let message = message(for: error).split(separator: "\n").first.map(String.init) ?? "\(error)"
             let line = message.hasPrefix("Error: ") ? String(message.dropFirst(7)) : message
-            FileHandle.standardError.write("hyperattn: error: \(line)\n".data(using: .utf8)!)
+            // Under mpirun every rank parses the same arguments and fails the same way: rank 0 speaks.
+            let env = ProcessInfo.processInfo.environment
+            let rank = env["OMPI_COMM_WORLD_RANK"] ?? env["PMIX_RANK"] ?? "0"
+            if rank == "0" { FileHandle.standardError.write("hyperattn: error: \(line)\n".data(using: .utf8)!) }
             Foundation.exit(status.rawValue)
         }
     }
