@@ -207,10 +207,11 @@ struct MaxMean: Codable, Equatable {
 ///     causal:      (⌈log₂ P⌉ + 1) · B_p
 ///
 /// K and V are counted once per query head, as the rectangles are per query head (with GQA the
-/// K|V rows of a key head travel once for each of its query heads). `withIds` is the volume the
-/// design itself implies: every Q and K|V row carries its 4-byte sorted position, every returned
-/// O row its lse, every sampled row its index, and the bucket histograms (exscan + allreduce,
-/// 32·2^r bytes) and the control variate's Σ V (8·d_v) travel per head. nil for exact attention
+/// K|V rows of a key head travel once for each of its query heads). `withIds` (the JSON name is
+/// kept) is the volume the design itself implies beyond the bare shard: every returned O row
+/// carries its lse, every sampled row its index, and the allgathered bucket counts (16·2^r bytes
+/// sent) and the control variate's Σ V (8·d_v) travel per head. Q and K|V rows carry no ids: they
+/// are sent in sorted order and the receiver reads their positions off the allgathered counts. nil for exact attention
 /// (or HyperAttention below --min-seq-len): an exact piece spanning ranks is gathered to one rank.
 struct ByteBound {
     var issue: Int
@@ -224,8 +225,8 @@ struct ByteBound {
         let levels = options.causal ? Self.ceilLog2(ranks) + 1 : 1
         let counters = 64 * ranks
         let perHead = 4 * (nq * d + nk * (d + dv) + nq * dv) + 4 * m * (d + dv) + counters
-        let perHeadIds = 4 * (nq * (d + 1) + nk * (d + dv + 1) + nq * (dv + 1)) + 4 * m * (d + dv + 1) + counters
-            + 32 * (1 << options.lshBits) + (options.estimator == .stratifiedControlVariate ? 8 * dv : 0)
+        let perHeadIds = 4 * (nq * d + nk * (d + dv) + nq * (dv + 1)) + 4 * m * (d + dv + 1) + counters
+            + 16 * (1 << options.lshBits) + (options.estimator == .stratifiedControlVariate ? 8 * dv : 0)
         issue = levels * heads * perHead
         withIds = levels * heads * perHeadIds
     }
@@ -254,7 +255,7 @@ struct RankRow: Codable {
 /// The bound columns of a distributed bench row.
 struct ByteBoundReport: Codable {
     var formula: String
-    /// Per rank, the issue's bound and the design's volume with ids/lse/histograms.
+    /// Per rank, the issue's bound and the design's volume with lse, sample indices and histograms.
     var perRank: [Int]
     var perRankWithIds: [Int]
     /// max over ranks of bytesSent / bound (≤ 1: within the bound).
@@ -323,8 +324,8 @@ struct DistributedSummary {
         let s = bytesSent, r = bytesReceived
         var line = "sent \(mib(s.max))/\(mib(s.mean)) MiB, received \(mib(r.max))/\(mib(r.mean)) MiB (max/mean per rank)"
         if let b = byteBoundReport {
-            line += "; bound \(mib(Double(b.perRank.max() ?? 0))) MiB (with ids/lse \(mib(Double(b.perRankWithIds.max() ?? 0)))), "
-                + "sent/bound max \(fixed(b.measuredToBoundMax, 3)) (with ids \(fixed(b.measuredToBoundWithIdsMax, 3)))"
+            line += "; bound \(mib(Double(b.perRank.max() ?? 0))) MiB (with lse \(mib(Double(b.perRankWithIds.max() ?? 0)))), "
+                + "sent/bound max \(fixed(b.measuredToBoundMax, 3)) (with lse \(fixed(b.measuredToBoundWithIdsMax, 3)))"
         } else {
             line += "; no bound (exact pieces spanning ranks are gathered to one rank)"
         }
@@ -340,7 +341,7 @@ struct DistributedSummary {
         let b = bounds
         return reports.enumerated().map { r, rep in
             "rank \(r): sent \(mib(Double(rep.bytesSent))) MiB"
-                + (b[r].map { " (bound \(mib(Double($0.issue))), with ids \(mib(Double($0.withIds))))" } ?? "")
+                + (b[r].map { " (bound \(mib(Double($0.issue))), with lse \(mib(Double($0.withIds))))" } ?? "")
                 + ", received \(mib(Double(rep.bytesReceived))) MiB, pairs \(rep.evaluatedPairs), compute \(fixed(rep.computeSeconds, 3)) s"
         }
     }
