@@ -54,8 +54,12 @@ public struct DistributedAttention {
     /// - Parameters:
     ///   - query: this rank's query rows, `localQueryShape`.
     ///   - key, value: this rank's key and value rows, `localKeyShape` / `localValueShape`.
+    ///   - logSumExp: whether the caller wants the row log-sum-exp. Non-causal, the lse of a row
+    ///     is needed by nothing else, so `false` saves returning 4 bytes per row and leaves
+    ///     `logSumExp` as −inf where it was not computed on this rank; causal merges need it and
+    ///     always have it. Default `true`.
     /// - Throws: `AttentionError` for shards of the wrong shape, `MPIError` for MPI failures.
-    public func run(query: Tensor, key: Tensor, value: Tensor) throws -> DistributedResult {
+    public func run(query: Tensor, key: Tensor, value: Tensor, logSumExp wantsLogSumExp: Bool = true) throws -> DistributedResult {
         for (name, t, expected) in [("query", query, localQueryShape), ("key", key, localKeyShape), ("value", value, localValueShape)]
         where t.shape != expected {
             throw AttentionError.invalidArgument(name, "rank \(communicator.rank) expected its shard of shape \(expected), got \(t.shape)")
@@ -77,7 +81,8 @@ public struct DistributedAttention {
                                 lse: l.baseAddress!, queryRows: localQueries, keyRows: localKeys)
                             let executor = PieceExecutor(
                                 plan: plan, io: io, threads: options.effectiveThreads, meter: ProgressMeter(total: 1, callback: nil))
-                            var run = DistributedRun(attention: self, plan: plan, executor: executor, report: report)
+                            var run = DistributedRun(attention: self, plan: plan, executor: executor, report: report,
+                                                     returnsLogSumExp: wantsLogSumExp || options.causal)
                             do { try run.execute() } catch { thrown = error }
                             report = run.report
                         }
@@ -133,6 +138,8 @@ struct DistributedRun {
     let plan: AttentionPlan
     let executor: PieceExecutor
     var report: DistributedReport
+    /// Whether (o, lse) or only o goes back to a row's owner from a rectangle that does not merge.
+    let returnsLogSumExp: Bool
 
     var comm: Communicator { attention.communicator }
     var shape: AttentionShape { attention.shape }

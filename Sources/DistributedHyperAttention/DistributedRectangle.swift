@@ -248,20 +248,27 @@ struct DistributedRectangle {
         run.report.evaluatedPairs += pairCounter.total
         run.report.computeSeconds += MPIEnvironment.wallTime - t
 
-        // 6. Results back to the owners, in the order the rows arrived; owners merge.
+        // 6. Results back to the owners, in the order the rows arrived; owners merge. A piece
+        //    that does not merge sends o alone unless the caller asked for the lse.
         t = MPIEnvironment.wallTime
+        let withLse = piece.merge || run.returnsLogSumExp
+        let width = withLse ? dv + 1 : dv
         var back = [Float]()
-        back.reserveCapacity(querySlotOfReceived.count * (dv + 1))
-        for slot in querySlotOfReceived { back += results[slot * (dv + 1) ..< (slot + 1) * (dv + 1)] }
-        let returned = try comm.allToAllv(back, sendCounts: receivedQ.counts.map { $0 / d * (dv + 1) })
+        back.reserveCapacity(querySlotOfReceived.count * width)
+        for slot in querySlotOfReceived { back += results[slot * (dv + 1) ..< (slot * (dv + 1) + width)] }
+        let returned = try comm.allToAllv(back, sendCounts: receivedQ.counts.map { $0 / d * width })
         run.report.bytesSent += 4 * back.count + 8 * ranks
         run.report.bytesReceived += 4 * returned.values.count + 8 * ranks
         returned.values.withUnsafeBufferPointer { r in
             for (k, i) in mineQ.order.enumerated() {
-                let row = r.baseAddress! + k * (dv + 1)
+                let row = r.baseAddress! + k * width
                 let token = myQ.lowerBound + i
-                mergePartial(into: ex.outputRow(h, token), logSumExp: ex.lseEntry(h, token), partial: row,
-                             partialLogSumExp: row[dv], count: dv, merge: piece.merge)
+                if withLse {
+                    mergePartial(into: ex.outputRow(h, token), logSumExp: ex.lseEntry(h, token), partial: row,
+                                 partialLogSumExp: row[dv], count: dv, merge: piece.merge)
+                } else {
+                    ex.outputRow(h, token).update(from: row, count: dv)
+                }
             }
         }
         run.report.returnSeconds += MPIEnvironment.wallTime - t

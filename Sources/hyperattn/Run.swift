@@ -136,7 +136,7 @@ struct Run: ParsableCommand {
         let start = MPIEnvironment.wallTime
         let result: DistributedResult
         do {
-            result = try dist.run(query: q, key: k, value: v)
+            result = try dist.run(query: q, key: k, value: v, logSumExp: lse != nil)
         } catch {
             // An MPI or argument failure mid-computation: the other ranks may be inside a
             // collective, so end the job from here.
