@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A dense, contiguous fp32 tensor in row-major (C) order.
 ///
 /// Attention tensors use PyTorch's `scaled_dot_product_attention` layout `[batch, heads, n, d]`;
@@ -96,9 +100,16 @@ final class TensorStorage: @unchecked Sendable {
 
     init(count: Int) {
         // At least one element so that `pointer` is always a valid address, even for empty
-        // tensors; cache-line aligned for the kernels' 16-lane loads.
-        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * 4, alignment: 64)
-            .bindMemory(to: Float.self, capacity: max(count, 1))
+        // tensors; cache-line aligned for the kernels' 16-lane loads. Large tensors are aligned to
+        // 2 MiB and offered to transparent huge pages: HyperAttention gathers rows from random
+        // places, and with 4 KiB pages every gather is a TLB miss (dearer still in a VM).
+        let bytes = max(count, 1) * 4
+        let huge = 2 << 20
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: bytes >= huge ? huge : 64)
+        #if os(Linux)
+        if bytes >= huge { _ = madvise(raw, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE) }
+        #endif
+        pointer = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         self.count = count
         deallocator = nil
     }
