@@ -177,14 +177,11 @@ struct DistributedRectangle {
         let allSamples = try comm.allGatherv(contributed)
         run.report.bytesSent += 4 * contributed.count + 8
         run.report.bytesReceived += 4 * allSamples.values.count + 8 * ranks
-        var sampleK = [Float](repeating: 0, count: samples.positions.count * d)
-        var sampleV = [Float](repeating: 0, count: samples.positions.count * dv)
+        let sampleRows = SampleRows(count: samples.positions.count, headDim: d, valueDim: dv)
         allSamples.values.withUnsafeBufferPointer { r in
             for j in 0..<(r.count / (d + dv + 1)) {
                 let row = r.baseAddress! + j * (d + dv + 1)
-                let i = Int(row[0].bitPattern)
-                for c in 0..<d { sampleK[i * d + c] = row[1 + c] }
-                for c in 0..<dv { sampleV[i * dv + c] = row[1 + d + c] }
+                sampleRows.set(Int(row[0].bitPattern), key: row + 1, value: row + 1 + d)
             }
         }
         let controlVariate = options.estimator == .stratifiedControlVariate
@@ -206,40 +203,30 @@ struct DistributedRectangle {
         sortedQ.withUnsafeBufferPointer { sq in
             sortedK.withUnsafeBufferPointer { sk in
                 sortedV.withUnsafeBufferPointer { sv in
-                    sampleK.withUnsafeBufferPointer { smk in
-                        sampleV.withUnsafeBufferPointer { smv in
-                            results.withUnsafeMutableBufferPointer { res in
-                                let ptrs = BlockPointers(q: sq.baseAddress!, k: sk.baseAddress!, v: sv.baseAddress!,
-                                                         sampleK: smk.baseAddress!, sampleV: smv.baseAddress!, results: res.baseAddress!)
-                                parallelFor(blockList.count, threads: ex.threads) { b, worker in
-                                    let j = blockList[b]
-                                    let ws = ex.workspaces[worker]
-                                    let qr = partition.range(j, length: nq), kr = partition.range(j, length: nk)
-                                    ws.reserveGather(rows: kr.count + samples.positions.count)
-                                    for (t, p) in kr.enumerated() {
-                                        ws.gather(slot: t, key: ptrs.k + (p - kStart) * d, value: ptrs.v + (p - kStart) * dv)
-                                    }
-                                    var count = 0
-                                    var weights: [Double] = []
-                                    for i in samples.positions.indices where !kr.contains(Int(samples.positions[i])) {
-                                        ws.gather(slot: kr.count + count, key: ptrs.sampleK + i * d, value: ptrs.sampleV + i * dv)
-                                        ws.setSampleWeight(slot: kr.count + count, logWeight: samples.logWeights[i])
-                                        if controlVariate { weights.append(samples.weights[i]) }
-                                        count += 1
-                                    }
-                                    if controlVariate { ws.setValueCorrection(nodeValueSum: nodeValueSum, blockKeys: kr.count, sampleWeights: weights) }
-                                    ws.runBlock(
-                                        queryCount: qr.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: kr.count, sampleCount: count, scaleLog2: scaleLog2,
-                                        outsideCount: controlVariate ? nk - kr.count : nil,
-                                        queryRow: { ptrs.q + (qr.lowerBound - qStart + $0) * d },
-                                        emit: { i, o, l in
-                                            let dst = ptrs.results + (qr.lowerBound - qStart + i) * (dv + 1)
-                                            dst.update(from: o, count: dv)
-                                            dst[dv] = l
-                                        })
-                                    pairCounter.set(b, qr.count * (kr.count + count))
-                                }
+                    results.withUnsafeMutableBufferPointer { res in
+                        let ptrs = BlockPointers(q: sq.baseAddress!, k: sk.baseAddress!, v: sv.baseAddress!, results: res.baseAddress!)
+                        parallelFor(blockList.count, threads: ex.threads) { b, worker in
+                            let j = blockList[b]
+                            let ws = ex.workspaces[worker]
+                            let qr = partition.range(j, length: nq), kr = partition.range(j, length: nk)
+                            ws.reserveGather(rows: max(kr.count, samples.positions.count))
+                            for (t, p) in kr.enumerated() {
+                                ws.gather(slot: t, key: ptrs.k + (p - kStart) * d, value: ptrs.v + (p - kStart) * dv)
                             }
+                            let unmasked = ws.setSampleBias(samples, blockKeys: kr)
+                            if controlVariate {
+                                ws.setValueCorrection(nodeValueSum: nodeValueSum, blockKeys: kr.count, samples: samples, rows: sampleRows)
+                            }
+                            ws.runBlock(
+                                queryCount: qr.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: kr.count, samples: sampleRows,
+                                scaleLog2: scaleLog2, outsideCount: controlVariate ? nk - kr.count : nil,
+                                queryRow: { ptrs.q + (qr.lowerBound - qStart + $0) * d },
+                                emit: { i, o, l in
+                                    let dst = ptrs.results + (qr.lowerBound - qStart + i) * (dv + 1)
+                                    dst.update(from: o, count: dv)
+                                    dst[dv] = l
+                                })
+                            pairCounter.set(b, qr.count * (kr.count + unmasked))
                         }
                     }
                 }
@@ -294,7 +281,6 @@ struct DistributedRectangle {
 /// Pointers shared by the block workers (each writes disjoint result rows).
 struct BlockPointers: @unchecked Sendable {
     let q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>
-    let sampleK: UnsafePointer<Float>, sampleV: UnsafePointer<Float>
     let results: UnsafeMutablePointer<Float>
 }
 

@@ -163,6 +163,8 @@ struct HyperPreparation: @unchecked Sendable {
     var keyOrder: [Int32]
     var partition: BlockPartition
     var samples: SampleSet
+    /// The sampled rows, gathered once for all blocks.
+    var sampleRows: SampleRows
     /// Σ_k v_k over the piece's keys (control variate only).
     var valueSum: [Double]
 }

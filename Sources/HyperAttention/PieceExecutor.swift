@@ -155,10 +155,16 @@ package final class PieceExecutor: @unchecked Sendable {
                 for c in 0..<s.valueDim { valueSum[c] += Double(v[r * s.valueDim + c]) }
             }
         }
+        let sampleRows = SampleRows(count: samples.positions.count, headDim: s.headDim, valueDim: s.valueDim)
+        let keyBase = keyRow(piece.head, piece.keys.lowerBound), valueBase = valueRow(piece.head, piece.keys.lowerBound)
+        for (i, p) in samples.positions.enumerated() {
+            let row = Int(keyOrder[Int(p)])
+            sampleRows.set(i, key: keyBase + row * s.headDim, value: valueBase + row * s.valueDim)
+        }
         return HyperPreparation(
             queryOrder: queryOrder, keyOrder: keyOrder,
             partition: BlockPartition(keyCount: piece.keys.count, blockSize: o.blockSize),
-            samples: samples, valueSum: valueSum)
+            samples: samples, sampleRows: sampleRows, valueSum: valueSum)
     }
 
     /// One LSH block: its queries against its keys plus the unmasked samples, in one online
@@ -170,37 +176,29 @@ package final class PieceExecutor: @unchecked Sendable {
         let keyRange = prep.partition.range(j, length: piece.keys.count)
         let samples = prep.samples
         let blockKeys = keyRange.count
-        ws.reserveGather(rows: blockKeys + samples.positions.count)
+        ws.reserveGather(rows: max(blockKeys, samples.positions.count))
         let keyBase = keyRow(h, piece.keys.lowerBound)
         let valueBase = valueRow(h, piece.keys.lowerBound)
         for (t, p) in keyRange.enumerated() {
             let row = Int(prep.keyOrder[p])
             ws.gather(slot: t, key: keyBase + row * d, value: valueBase + row * dv)
         }
-        // The samples outside this block (those inside are already counted exactly).
-        var sampleCount = 0
-        var weights: [Double] = []
+        // The node's samples are shared; those inside this block are masked by their bias.
+        let unmasked = ws.setSampleBias(samples, blockKeys: keyRange)
         let controlVariate = plan.options.estimator == .stratifiedControlVariate
-        for i in samples.positions.indices where !keyRange.contains(Int(samples.positions[i])) {
-            let row = Int(prep.keyOrder[Int(samples.positions[i])])
-            ws.gather(slot: blockKeys + sampleCount, key: keyBase + row * d, value: valueBase + row * dv)
-            ws.setSampleWeight(slot: blockKeys + sampleCount, logWeight: samples.logWeights[i])
-            if controlVariate { weights.append(samples.weights[i]) }
-            sampleCount += 1
-        }
-        if controlVariate { ws.setValueCorrection(nodeValueSum: prep.valueSum, blockKeys: blockKeys, sampleWeights: weights) }
+        if controlVariate { ws.setValueCorrection(nodeValueSum: prep.valueSum, blockKeys: blockKeys, samples: samples, rows: prep.sampleRows) }
         let queryBase = queryRow(h, piece.queries.lowerBound)
         let out = outputRow(h, piece.queries.lowerBound), lse = lseEntry(h, piece.queries.lowerBound)
         let order = prep.queryOrder
         ws.runBlock(
-            queryCount: queryRange.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: blockKeys, sampleCount: sampleCount, scaleLog2: scaleLog2,
+            queryCount: queryRange.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: blockKeys, samples: prep.sampleRows, scaleLog2: scaleLog2,
             outsideCount: controlVariate ? piece.keys.count - blockKeys : nil,
             queryRow: { queryBase + Int(order[queryRange.lowerBound + $0]) * d },
             emit: { i, o, l in
                 let row = Int(order[queryRange.lowerBound + i])
                 mergePartial(into: out + row * dv, logSumExp: lse + row, partial: o, partialLogSumExp: l, count: dv, merge: piece.merge)
             })
-        return queryRange.count * (blockKeys + sampleCount)
+        return queryRange.count * (blockKeys + unmasked)
     }
 }
 

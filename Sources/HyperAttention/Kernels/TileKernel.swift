@@ -377,13 +377,25 @@ extension TileWorkspace {
         copyRow(from: value, to: values + slot * paddedValueDim, count: valueDim)
     }
 
-    /// Sets the logit weight of gathered slot `slot` (a sample): log2(w).
-    @inline(__always)
-    package func setSampleWeight(slot: Int, logWeight: Float) { keyBias[slot] = logWeight }
+    /// The per-block logit bias of the node's samples: log2(w_s), or −inf for a sample inside the
+    /// block (those keys are already counted exactly). Returns the number of unmasked samples.
+    package func setSampleBias(_ samples: SampleSet, blockKeys keyRange: Range<Int>) -> Int {
+        var unmasked = 0
+        for (s, p) in samples.positions.enumerated() {
+            if keyRange.contains(Int(p)) {
+                keyBias[s] = -.infinity
+            } else {
+                keyBias[s] = samples.logWeights[s]
+                unmasked += 1
+            }
+        }
+        return unmasked
+    }
 
     /// Control variate: D = Σ_{k∉B} v_k − Σ_s w_s v_s, from Σ_k v_k over the node's keys, the
-    /// gathered block rows (slots 0..<blockKeys) and the gathered samples with weights `weights`.
-    package func setValueCorrection(nodeValueSum: [Double], blockKeys: Int, sampleWeights: [Double]) {
+    /// gathered block rows (slots 0..<blockKeys) and the node's samples, those inside the block
+    /// (bias −inf) left out.
+    package func setValueCorrection(nodeValueSum: [Double], blockKeys: Int, samples: SampleSet, rows: SampleRows) {
         let dv = valueDim, dvp = paddedValueDim
         // Σ_{k∈B} v_k and Σ_s w_s v_s in fp32 SIMD (a few hundred terms each), then combined with
         // the node's Σ v in float64, where the large terms cancel.
@@ -391,8 +403,8 @@ extension TileWorkspace {
         while c0 < dvp {
             var block = Vec16(), weighted = Vec16()
             for t in 0..<blockKeys { block += values.loadVec16(t * dvp + c0) }
-            for (t, w) in sampleWeights.enumerated() {
-                weighted.addProduct(Vec16(repeating: Float(w)), values.loadVec16((blockKeys + t) * dvp + c0))
+            for s in 0..<rows.count where keyBias[s] > -.infinity {
+                weighted.addProduct(Vec16(repeating: Float(samples.weights[s])), rows.values.loadVec16(s * dvp + c0))
             }
             for c in c0..<min(c0 + microCols, dv) {
                 valueCorrection[c] = nodeValueSum[c] - Double(block[c - c0]) - Double(weighted[c - c0])
@@ -402,8 +414,9 @@ extension TileWorkspace {
     }
 
     /// The fused HyperAttention block kernel: each query tile of the block runs one online
-    /// softmax over the block's gathered keys (slots 0..<blockKeys) and then its gathered,
-    /// weighted samples (the next `sampleCount` slots); no n × m matrix. Query tiles are the
+    /// softmax over the block's gathered keys (slots 0..<blockKeys) and then the node's shared
+    /// sample rows, weighted by the bias `setSampleBias` wrote (−inf inside the block); no n × m
+    /// matrix. Query tiles are the
     /// block's queries in order, `queryTile` (≤ the workspace's) at a time; a query's arithmetic
     /// depends only on the block's keys and samples.
     /// - Parameters:
@@ -413,13 +426,13 @@ extension TileWorkspace {
     ///   - emit: receives (i, o_i, lse_i) for every query of the block.
     @inline(__always)
     package func runBlock(
-        queryCount: Int, queryTile: Int, blockKeys: Int, sampleCount: Int, scaleLog2: Float, outsideCount: Int?,
+        queryCount: Int, queryTile: Int, blockKeys: Int, samples: SampleRows, scaleLog2: Float, outsideCount: Int?,
         queryRow: (Int) -> UnsafePointer<Float>, emit: (Int, UnsafePointer<Float>, Float) -> Void
     ) {
         let blockRows = KeyValueRows(keys: keys, values: values, valueStride: paddedValueDim, valuesPadded: true, bias: nil)
         let sampleRows = KeyValueRows(
-            keys: keys + blockKeys * headDim, values: values + blockKeys * paddedValueDim, valueStride: paddedValueDim,
-            valuesPadded: true, bias: UnsafePointer(keyBias + blockKeys))
+            keys: samples.keys, values: samples.values, valueStride: paddedValueDim,
+            valuesPadded: true, bias: UnsafePointer(keyBias))
         var t0 = 0
         while t0 < queryCount {
             let count = min(queryTile, queryCount - t0)
@@ -427,7 +440,7 @@ extension TileWorkspace {
             let first = t0
             beginTile(count: count, width: width, scaleLog2: scaleLog2) { queryRow(first + $0) }
             attend(rows: blockRows, keyCount: blockKeys, queryCount: count, width: width, causalOffset: nil, countsAsSamples: false)
-            attend(rows: sampleRows, keyCount: sampleCount, queryCount: count, width: width, causalOffset: nil, countsAsSamples: true)
+            attend(rows: sampleRows, keyCount: samples.count, queryCount: count, width: width, causalOffset: nil, countsAsSamples: true)
             if let outsideCount { applyControlVariate(queryCount: count, outsideCount: outsideCount) }
             finishTile(count: count) { emit(first + $0, $1, $2) }
             t0 += count
@@ -501,4 +514,36 @@ import Darwin
 func allocateAligned<T>(_ count: Int) -> UnsafeMutablePointer<T> {
     UnsafeMutableRawPointer.allocate(byteCount: max(count, 1) * MemoryLayout<T>.stride, alignment: 64)
         .bindMemory(to: T.self, capacity: max(count, 1))
+}
+
+/// The m sampled key and value rows of one recursion node, gathered once and shared by all of
+/// its blocks: keys `count × headDim`, values `count × paddedValueDim` (zero-padded), aligned.
+package final class SampleRows: @unchecked Sendable {
+    package let count: Int
+    package let headDim: Int
+    package let valueDim: Int
+    package let paddedValueDim: Int
+    package let keys: UnsafeMutablePointer<Float>
+    package let values: UnsafeMutablePointer<Float>
+
+    package init(count: Int, headDim: Int, valueDim: Int) {
+        self.count = count
+        self.headDim = headDim
+        self.valueDim = valueDim
+        paddedValueDim = (valueDim + microCols - 1) / microCols * microCols
+        keys = allocateAligned(count * headDim)
+        values = allocateAligned(count * paddedValueDim)
+        values.initialize(repeating: 0, count: count * paddedValueDim)
+    }
+
+    /// Copies sample `i`'s key and value rows in.
+    package func set(_ i: Int, key: UnsafePointer<Float>, value: UnsafePointer<Float>) {
+        copyRow(from: key, to: keys + i * headDim, count: headDim)
+        copyRow(from: value, to: values + i * paddedValueDim, count: valueDim)
+    }
+
+    deinit {
+        UnsafeMutableRawPointer(keys).deallocate()
+        UnsafeMutableRawPointer(values).deallocate()
+    }
 }
