@@ -70,27 +70,15 @@ public struct DistributedAttention {
         var output = Tensor(shape: [shape.batch, shape.queryHeads, localQueries.count, shape.valueDim]) { _ in }
         var lse = Tensor(shape: [shape.batch, shape.queryHeads, localQueries.count], repeating: -.infinity)
         let plan = AttentionPlan(shape: shape, options: options)
-        var thrown: Error?
-        query.withUnsafeBufferPointer { q in
-            key.withUnsafeBufferPointer { k in
-                value.withUnsafeBufferPointer { v in
-                    output.withUnsafeMutableBufferPointer { o in
-                        lse.withUnsafeMutableBufferPointer { l in
-                            let io = AttentionIO(
-                                query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!, output: o.baseAddress!,
-                                lse: l.baseAddress!, queryRows: localQueries, keyRows: localKeys)
-                            let executor = PieceExecutor(
-                                plan: plan, io: io, threads: options.effectiveThreads, meter: ProgressMeter(total: 1, callback: nil))
-                            var run = DistributedRun(attention: self, plan: plan, executor: executor, report: report,
-                                                     returnsLogSumExp: wantsLogSumExp || options.causal)
-                            do { try run.execute() } catch { thrown = error }
-                            report = run.report
-                        }
-                    }
-                }
-            }
+        try withAttentionIO(query: query, key: key, value: value, output: &output, lse: &lse,
+                            queryRows: localQueries, keyRows: localKeys) { io in
+            let executor = PieceExecutor(
+                plan: plan, io: io, threads: options.effectiveThreads, meter: ProgressMeter(total: 1, callback: nil))
+            var run = DistributedRun(attention: self, plan: plan, executor: executor, report: report,
+                                     returnsLogSumExp: wantsLogSumExp || options.causal)
+            defer { report = run.report }
+            try run.execute()
         }
-        if let thrown { throw thrown }
         report.totalSeconds = MPIEnvironment.wallTime - start
         var stats = AttentionStats()
         stats.evaluatedPairs = report.evaluatedPairs

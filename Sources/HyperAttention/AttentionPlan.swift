@@ -78,22 +78,11 @@ package struct AttentionPlan {
         let meter = ProgressMeter(total: totalCost, callback: progress)
         let threads = options.effectiveThreads
         var stats = AttentionStats()
-        query.withUnsafeBufferPointer { q in
-            key.withUnsafeBufferPointer { k in
-                value.withUnsafeBufferPointer { v in
-                    output.withUnsafeMutableBufferPointer { o in
-                        lse.withUnsafeMutableBufferPointer { l in
-                            let io = AttentionIO(
-                                query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!,
-                                output: o.baseAddress!, lse: l.baseAddress!,
-                                queryRows: 0..<shape.queryCount, keyRows: 0..<shape.keyCount)
-                            let executor = PieceExecutor(plan: self, io: io, threads: threads, meter: meter)
-                            for level in levelsAll { executor.run(level) }
-                            stats.evaluatedPairs = executor.evaluatedPairs
-                        }
-                    }
-                }
-            }
+        withAttentionIO(query: query, key: key, value: value, output: &output, lse: &lse,
+                        queryRows: 0..<shape.queryCount, keyRows: 0..<shape.keyCount) { io in
+            let executor = PieceExecutor(plan: self, io: io, threads: threads, meter: meter)
+            for level in levelsAll { executor.run(level) }
+            stats.evaluatedPairs = executor.evaluatedPairs
         }
         stats.flops = Double(stats.evaluatedPairs) * 2 * Double(shape.headDim + shape.valueDim)
         progress?(1)
@@ -156,6 +145,26 @@ package struct AttentionIO: @unchecked Sendable {
     }
 }
 
+/// Calls `body` with the raw pointers of the call's tensors (valid only inside `body`), the
+/// rows `queryRows` (Q, O, lse) and `keyRows` (K, V) stored in them.
+package func withAttentionIO<R>(
+    query: Tensor, key: Tensor, value: Tensor, output: inout Tensor, lse: inout Tensor,
+    queryRows: Range<Int>, keyRows: Range<Int>, _ body: (AttentionIO) throws -> R
+) rethrows -> R {
+    try query.withUnsafeBufferPointer { q in
+        try key.withUnsafeBufferPointer { k in
+            try value.withUnsafeBufferPointer { v in
+                try output.withUnsafeMutableBufferPointer { o in
+                    try lse.withUnsafeMutableBufferPointer { l in
+                        try body(AttentionIO(query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!,
+                                             output: o.baseAddress!, lse: l.baseAddress!, queryRows: queryRows, keyRows: keyRows))
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The sortLSH order and the shared sample set of one HyperAttention piece.
 struct HyperPreparation: @unchecked Sendable {
     /// Sorted position → query (key) row, relative to the piece's first query (key).
@@ -185,18 +194,9 @@ package func attentionPiece(
     let piece = Piece(head: head, queries: queries, keys: keys, causal: false, hyper: hyper, merge: false)
     var output = Tensor(shape: [shape.batch * shape.queryHeads * shape.queryCount * shape.valueDim])
     var lse = Tensor(shape: [shape.batch * shape.queryHeads * shape.queryCount], repeating: -.infinity)
-    query.withUnsafeBufferPointer { q in
-        key.withUnsafeBufferPointer { k in
-            value.withUnsafeBufferPointer { v in
-                output.withUnsafeMutableBufferPointer { out in
-                    lse.withUnsafeMutableBufferPointer { l in
-                        let io = AttentionIO(query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!, output: out.baseAddress!, lse: l.baseAddress!,
-                                             queryRows: 0..<shape.queryCount, keyRows: 0..<shape.keyCount)
-                        PieceExecutor(plan: plan, io: io, threads: o.effectiveThreads, meter: ProgressMeter(total: 1, callback: nil)).run([piece])
-                    }
-                }
-            }
-        }
+    withAttentionIO(query: query, key: key, value: value, output: &output, lse: &lse,
+                    queryRows: 0..<shape.queryCount, keyRows: 0..<shape.keyCount) { io in
+        PieceExecutor(plan: plan, io: io, threads: o.effectiveThreads, meter: ProgressMeter(total: 1, callback: nil)).run([piece])
     }
     let rowBase = head * shape.queryCount
     let outRows = Array(output.scalars[(rowBase + queries.lowerBound) * shape.valueDim ..< (rowBase + queries.upperBound) * shape.valueDim])

@@ -51,8 +51,6 @@ package final class TileWorkspace {
     private(set) var keys: UnsafeMutablePointer<Float>
     private(set) var values: UnsafeMutablePointer<Float>
     private(set) var keyBias: UnsafeMutablePointer<Float>
-    /// Which sample each gathered sample row is (index into the node's sample set).
-    private(set) var sampleIndex: UnsafeMutablePointer<Int32>
     /// Value-sum vector of the control variate, `paddedValueDim` doubles.
     let valueCorrection: UnsafeMutablePointer<Double>
 
@@ -76,7 +74,6 @@ package final class TileWorkspace {
         keys = allocateAligned(1)
         values = allocateAligned(1)
         keyBias = allocateAligned(1)
-        sampleIndex = allocateAligned(1)
         valueCorrection = allocateAligned(paddedValueDim)
     }
 
@@ -84,18 +81,16 @@ package final class TileWorkspace {
     package func reserveGather(rows: Int) {
         guard rows > gatherCapacity else { return }
         UnsafeMutableRawPointer(keys).deallocate(); UnsafeMutableRawPointer(values).deallocate()
-        UnsafeMutableRawPointer(keyBias).deallocate(); UnsafeMutableRawPointer(sampleIndex).deallocate()
+        UnsafeMutableRawPointer(keyBias).deallocate()
         gatherCapacity = max(rows, gatherCapacity * 2)
         keys = allocateAligned(gatherCapacity * headDim)
         values = allocateAligned(gatherCapacity * paddedValueDim)
         values.initialize(repeating: 0, count: gatherCapacity * paddedValueDim)
         keyBias = allocateAligned(gatherCapacity)
-        sampleIndex = allocateAligned(gatherCapacity)
     }
 
     deinit {
         for p in [queryT, scores, acc, rowMax, rowSum, alpha, sampleSum, chunkMax, valueChunk, keys, values, keyBias] { UnsafeMutableRawPointer(p).deallocate() }
-        UnsafeMutableRawPointer(sampleIndex).deallocate()
         UnsafeMutableRawPointer(valueCorrection).deallocate()
     }
 }
