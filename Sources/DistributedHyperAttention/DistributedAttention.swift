@@ -21,7 +21,7 @@ import MPI
 /// `minSeqLen`) is gathered to the lowest of its ranks, computed there, and sent back. Every
 /// rank merges its tokens' partials in the single-process order: leaves, then rectangles from
 /// the deepest level to the root.
-public struct DistributedAttention {
+public struct DistributedAttention: SequenceParallelAttention {
     public let communicator: Communicator
     /// The global problem.
     public let shape: AttentionShape
@@ -45,10 +45,12 @@ public struct DistributedAttention {
     public var localQueries: Range<Int> { Self.tokenRange(rank: communicator.rank, ranks: communicator.size, count: shape.queryCount) }
     public var localKeys: Range<Int> { Self.tokenRange(rank: communicator.rank, ranks: communicator.size, count: shape.keyCount) }
 
-    /// Shapes of this rank's shards, `[b, h, rows, d]`.
-    public var localQueryShape: [Int] { [shape.batch, shape.queryHeads, localQueries.count, shape.headDim] }
-    public var localKeyShape: [Int] { [shape.batch, shape.keyHeads, localKeys.count, shape.headDim] }
-    public var localValueShape: [Int] { [shape.batch, shape.keyHeads, localKeys.count, shape.valueDim] }
+    public func queryChunks(rank: Int) -> [Range<Int>] {
+        [Self.tokenRange(rank: rank, ranks: communicator.size, count: shape.queryCount)]
+    }
+    public func keyChunks(rank: Int) -> [Range<Int>] {
+        [Self.tokenRange(rank: rank, ranks: communicator.size, count: shape.keyCount)]
+    }
 
     /// Runs the problem. Every rank of the communicator calls this with its shards.
     /// - Parameters:
@@ -60,10 +62,7 @@ public struct DistributedAttention {
     ///     always have it. Default `true`.
     /// - Throws: `AttentionError` for shards of the wrong shape, `MPIError` for MPI failures.
     public func run(query: Tensor, key: Tensor, value: Tensor, logSumExp wantsLogSumExp: Bool = true) throws -> DistributedResult {
-        for (name, t, expected) in [("query", query, localQueryShape), ("key", key, localKeyShape), ("value", value, localValueShape)]
-        where t.shape != expected {
-            throw AttentionError.invalidArgument(name, "rank \(communicator.rank) expected its shard of shape \(expected), got \(t.shape)")
-        }
+        try checkShards(query: query, key: key, value: value)
         var report = DistributedReport()
         let start = MPIEnvironment.wallTime
         // Every local row is written by its first piece (as in one process), so no zero fill.
@@ -84,6 +83,44 @@ public struct DistributedAttention {
         stats.evaluatedPairs = report.evaluatedPairs
         stats.flops = Double(report.evaluatedPairs) * 2 * Double(shape.headDim + shape.valueDim)
         return DistributedResult(output: output, logSumExp: lse, stats: stats, report: report)
+    }
+}
+
+/// A sequence-parallel attention method over the ranks of a communicator: which token rows each
+/// rank holds, and the collective call. `DistributedAttention` (HyperAttention, or exact pieces
+/// gathered where they span ranks) and `RingAttention` (exact) implement it.
+public protocol SequenceParallelAttention {
+    var communicator: Communicator { get }
+    /// The global problem.
+    var shape: AttentionShape { get }
+    var options: AttentionOptions { get }
+    /// The query tokens `rank` holds, chunk after chunk in its shards (non-empty list; a chunk
+    /// may be empty).
+    func queryChunks(rank: Int) -> [Range<Int>]
+    /// The key/value tokens `rank` holds.
+    func keyChunks(rank: Int) -> [Range<Int>]
+    /// Runs the problem; every rank calls it with its shards (`localQueryShape` and so on).
+    /// `logSumExp: false` lets a method skip returning the lse where nothing needs it.
+    func run(query: Tensor, key: Tensor, value: Tensor, logSumExp: Bool) throws -> DistributedResult
+}
+
+extension SequenceParallelAttention {
+    public var localQueryChunks: [Range<Int>] { queryChunks(rank: communicator.rank) }
+    public var localKeyChunks: [Range<Int>] { keyChunks(rank: communicator.rank) }
+    public var localQueryCount: Int { localQueryChunks.reduce(0) { $0 + $1.count } }
+    public var localKeyCount: Int { localKeyChunks.reduce(0) { $0 + $1.count } }
+
+    /// Shapes of this rank's shards, `[b, h, rows, d]` (rows: the chunks one after the other).
+    public var localQueryShape: [Int] { [shape.batch, shape.queryHeads, localQueryCount, shape.headDim] }
+    public var localKeyShape: [Int] { [shape.batch, shape.keyHeads, localKeyCount, shape.headDim] }
+    public var localValueShape: [Int] { [shape.batch, shape.keyHeads, localKeyCount, shape.valueDim] }
+
+    /// - Throws: `AttentionError.invalidArgument` naming the shard whose shape is wrong.
+    func checkShards(query: Tensor, key: Tensor, value: Tensor) throws {
+        for (name, t, expected) in [("query", query, localQueryShape), ("key", key, localKeyShape), ("value", value, localValueShape)]
+        where t.shape != expected {
+            throw AttentionError.invalidArgument(name, "rank \(communicator.rank) expected its shard of shape \(expected), got \(t.shape)")
+        }
     }
 }
 

@@ -217,6 +217,59 @@ extension Communicator {
     }
 }
 
+// MARK: - Non-blocking on caller-owned buffers
+
+/// Placeholder storage of a request whose buffer the caller owns.
+private final class BorrowedBuffer {}
+
+extension Communicator {
+    /// Starts sending `buffer` without copying it, and returns at once.
+    ///
+    /// The caller owns the memory: it must stay allocated and unchanged until the request
+    /// completes (`wait()`, a `test()` that returns a status, or `Request.waitAll(_:)`). Use this
+    /// for large messages sent every step (ring attention), where `immediateSend(_:to:tag:)`
+    /// would copy each one.
+    ///
+    /// - Parameters:
+    ///   - buffer: The data, read by MPI until completion.
+    ///   - destination: The receiving rank, in `0..<size`.
+    ///   - tag: A non-negative message tag. Default 0.
+    /// - Returns: The request.
+    /// - Throws: `MPIError` on failure.
+    ///
+    /// The corresponding MPI function is `MPI_Isend`.
+    public func immediateSend<T: MPIDatatypeConvertible>(borrowing buffer: UnsafeBufferPointer<T>, to destination: Int,
+                                                         tag: Int = 0) throws -> Request {
+        let count = cInt(buffer.count, "immediateSend: buffer.count")
+        var request: MPI_Request? = nil
+        try mpiCheck("MPI_Isend", MPI_Isend(buffer.baseAddress, count, T.mpiDatatype.handle, cRank(destination),
+                                            cTag(tag), handle, &request))
+        return Request(handle: request, storage: BorrowedBuffer())
+    }
+
+    /// Starts receiving into `buffer`, which the caller owns, and returns at once.
+    ///
+    /// The memory must stay allocated, and must not be read or written, until the request
+    /// completes; then `status` gives the received length.
+    ///
+    /// - Parameters:
+    ///   - buffer: The destination; at least as long as the message (else `MPI_ERR_TRUNCATE`).
+    ///   - source: The sending rank, or `nil` for any. Default `nil`.
+    ///   - tag: The tag to match, or `nil` for any. Default `nil`.
+    /// - Returns: The request.
+    /// - Throws: `MPIError` on failure.
+    ///
+    /// The corresponding MPI function is `MPI_Irecv`.
+    public func immediateReceive<T: MPIDatatypeConvertible>(into buffer: UnsafeMutableBufferPointer<T>, from source: Int? = nil,
+                                                            tag: Int? = nil) throws -> Request {
+        let count = cInt(buffer.count, "immediateReceive: buffer.count")
+        var request: MPI_Request? = nil
+        try mpiCheck("MPI_Irecv", MPI_Irecv(buffer.baseAddress, count, T.mpiDatatype.handle, cSource(source),
+                                            cTagOrAny(tag), handle, &request))
+        return Request(handle: request, storage: BorrowedBuffer())
+    }
+}
+
 extension Communicator {
     /// A source rank, `nil` meaning `MPI_ANY_SOURCE`.
     func cSource(_ source: Int?) -> Int32 { source.map(cRank) ?? cmpi_any_source() }
