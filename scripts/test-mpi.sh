@@ -4,7 +4,9 @@
 #      a check that fails on purpose and a rank that calls MPI_Abort;
 #   2. DistributedChecks (distributed attention == one process) for P = 1 2 3 4 5 8, and with
 #      `full` (adds n = 100003) for P = 1 5 8;
-#   3. hyperattn under mpirun: the default job on 3 ranks, and bad inputs (--n 0, --block-size 0,
+#   3. hyperattn under mpirun: the default job on 3 ranks; `run` on .npy files on 3 ranks equal to
+#      one process (hyper: fp32-rounding close, lse bit for bit; `--mode ring`: the exact kernel
+#      within 1e-5), causal and not; and bad inputs (--n 0, --block-size 0,
 #      --estimator bogus, bench --n 0, a NaN in one rank's data) that must end the job non-zero
 #      within seconds with one `hyperattn: error:` line;
 #   4. the two-host run through network namespaces (scripts/two-host-netns.sh), skipped with a
@@ -156,6 +158,49 @@ if [ $only_checks -eq 0 ]; then
         echo "-- default job on 3 ranks: FAILED (exit $rc)"; failures=$((failures + 1))
     fi
 
+    # `run` on .npy files: the ranks' output equals the single process (hyper: byte for byte;
+    # ring attention: the exact kernel within 1e-5 relative, lse within 1e-5).
+    if python3 -c 'import numpy' 2>/dev/null; then
+        npy_dir=$(mktemp -d)
+        python3 - "$npy_dir" <<'PY'
+import sys, numpy as np
+rng = np.random.default_rng(5)
+for name, shape in [("q", (4, 3001, 32)), ("k", (2, 3001, 32)), ("v", (2, 3001, 24))]:
+    np.save(f"{sys.argv[1]}/{name}.npy", rng.standard_normal(shape).astype(np.float32))
+PY
+        io=(--q "$npy_dir/q.npy" --k "$npy_dir/k.npy" --v "$npy_dir/v.npy")
+        for causal in "" "--causal"; do
+            "$hyperattn" run "${io[@]}" --out "$npy_dir/h1.npy" --lse "$npy_dir/h1l.npy" --min-seq-len 512 --block-size 64 --samples 32 $causal >/dev/null
+            "$hyperattn" run "${io[@]}" --out "$npy_dir/e1.npy" --lse "$npy_dir/e1l.npy" --exact $causal >/dev/null
+            echo "== mpirun -np 3 hyperattn run ${causal:-(non-causal)}: hyper and ring vs one process"
+            timeout -k 5 60 mpirun --oversubscribe --bind-to none -np 3 "$hyperattn" run "${io[@]}" --out "$npy_dir/h3.npy" --lse "$npy_dir/h3l.npy" \
+                --min-seq-len 512 --block-size 64 --samples 32 $causal >"$log" 2>&1 \
+              && timeout -k 5 60 mpirun --oversubscribe --bind-to none -np 3 "$hyperattn" run "${io[@]}" --out "$npy_dir/r3.npy" --lse "$npy_dir/r3l.npy" \
+                --mode ring $causal >>"$log" 2>&1
+            rc=$?
+            if [ $rc -eq 0 ] && cmp -s "$npy_dir/h1l.npy" "$npy_dir/h3l.npy" && python3 - "$npy_dir" >>"$log" 2>&1 <<'PY'
+import sys, numpy as np
+d = sys.argv[1]
+h1, h3 = np.load(f"{d}/h1.npy"), np.load(f"{d}/h3.npy")
+e, r = np.load(f"{d}/e1.npy"), np.load(f"{d}/r3.npy")
+rel = np.abs(r - e).max() / np.abs(e).max()
+lse = np.abs(np.load(f"{d}/r3l.npy") - np.load(f"{d}/e1l.npy")).max()
+# The control variate's sum of V is summed per rank: equal to fp32 rounding, else bit for bit.
+hyper = np.abs(h3 - h1).max() / np.abs(h1).max()
+print(f"hyper P=3 vs 1: max rel {hyper:.2e}; ring P=3 vs exact: max rel {rel:.2e}, lse {lse:.2e}")
+sys.exit(0 if hyper <= 1e-6 and rel <= 1e-5 and lse <= 1e-5 else 1)
+PY
+            then
+                echo "-- run on 3 ranks ${causal:-(non-causal)}: $(tail -1 "$log")"; passes=$((passes + 1))
+            else
+                echo "-- run on 3 ranks ${causal:-(non-causal)}: FAILED (exit $rc)"; cat "$log"; failures=$((failures + 1))
+            fi
+        done
+        rm -rf "$npy_dir"
+    else
+        echo "-- run on 3 ranks: skipped (python3 numpy not installed)"
+    fi
+
     bad_input() { # bad_input PATTERN ARGS... — must fail within 20 s with exactly one error line
         local pattern=$1 start rc elapsed lines
         shift
@@ -177,6 +222,7 @@ if [ $only_checks -eq 0 ]; then
     bad_input "--block-size must be" --block-size 0
     bad_input "estimator" --estimator bogus
     bad_input "--n must be" bench --n 0
+    bad_input "contradicts --mode ring" run --q a.npy --k b.npy --v c.npy --out o.npy --exact --mode ring
     bad_input "non-finite value nan" --n 4096 --peak-ms 0 --error-rows 0 --inject-nan-rank 1
 
     # 4. Two hosts through network namespaces (root only; skipped where not permitted).

@@ -170,7 +170,7 @@ struct SampledError: Codable, Sendable {
     /// the check is skipped (`skipped` on rank 0 says why).
     static func measureDistributed(
         world: Communicator, spec: SyntheticSpec, options: AttentionOptions, result: DistributedResult,
-        localQueries: Range<Int>, rows: Int, threads: Int, maxKeyValueBytes: Int
+        queryChunks: (Int) -> [Range<Int>], rows: Int, threads: Int, maxKeyValueBytes: Int
     ) throws -> (error: SampledError?, skipped: String?) {
         let s = spec.shape
         let n = s.queryCount, d = s.headDim, dv = s.valueDim, heads = s.batch * s.queryHeads
@@ -184,11 +184,12 @@ struct SampledError: Codable, Sendable {
         let picked: [(head: Int, row: Int)] = units.flatMap { u in u.rows.map { (u.head, $0) } }
         // This rank's sampled rows, in `picked` order: dv floats of O and the lse each.
         var mine: [Float] = []
-        let localCount = localQueries.count
+        let mySlots = ChunkedRows(queryChunks(world.rank))
         result.output.withUnsafeBufferPointer { o in
             result.logSumExp.withUnsafeBufferPointer { l in
-                for (head, row) in picked where localQueries.contains(row) {
-                    let local = head * localCount + row - localQueries.lowerBound
+                for (head, row) in picked {
+                    guard let offset = mySlots.offset(of: row) else { continue }
+                    let local = head * mySlots.count + offset
                     mine += UnsafeBufferPointer(start: o.baseAddress! + local * dv, count: dv)
                     mine.append(l[local])
                 }
@@ -201,8 +202,8 @@ struct SampledError: Codable, Sendable {
         var slot = [Int: Int]()  // head·n + row → offset in gathered.values
         var offset = 0
         for rank in 0..<world.size {
-            let owned = DistributedAttention.tokenRange(rank: rank, ranks: world.size, count: n)
-            for (head, row) in picked where owned.contains(row) {
+            let owned = ChunkedRows(queryChunks(rank))
+            for (head, row) in picked where owned.offset(of: row) != nil {
                 slot[head * n + row] = offset
                 offset += dv + 1
             }
@@ -242,4 +243,21 @@ struct SampledError: Codable, Sendable {
 struct ValidationFailure: Error, CustomStringConvertible {
     var description: String
     init(_ message: String) { description = message }
+}
+
+/// The rows of a rank's shard: token chunks stored one after the other.
+struct ChunkedRows {
+    var chunks: [Range<Int>]
+    init(_ chunks: [Range<Int>]) { self.chunks = chunks }
+    /// Rows per head.
+    var count: Int { chunks.reduce(0) { $0 + $1.count } }
+    /// Where token `row` sits among the rows, or nil when not held.
+    func offset(of row: Int) -> Int? {
+        var first = 0
+        for chunk in chunks {
+            if chunk.contains(row) { return first + row - chunk.lowerBound }
+            first += chunk.count
+        }
+        return nil
+    }
 }

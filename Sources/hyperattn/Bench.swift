@@ -50,7 +50,7 @@ struct Bench: ParsableCommand {
     @Option(name: .customLong("dv"), help: "Head dimension of values. Default: d.")
     var dv: Int?
 
-    @Option(help: ArgumentHelp("Comma-separated modes: exact, hyper.", valueName: "modes"))
+    @Option(help: ArgumentHelp("Comma-separated modes: exact, hyper, ring (ring attention: exact over MPI ranks; needs mpirun or --mpi).", valueName: "modes"))
     var modes: ModeList = ModeList(values: [.exact, .hyper])
 
     @Option(help: ArgumentHelp("Causal rows: both, yes or no.", valueName: "both|yes|no"))
@@ -85,6 +85,9 @@ struct Bench: ParsableCommand {
         try requirePositive(repeats, "--repeats")
         try requirePositive(peakMs, "--peak-ms")
         guard errorRows >= 0 else { throw ValidationError("--error-rows must be ≥ 0, got \(errorRows)") }
+        if modes.values.contains(.ring) && !MPILaunch.isMPI(flag: mpi) {
+            throw ValidationError("--modes ring is ring attention over MPI ranks: run under mpirun (or add --mpi for one rank)")
+        }
     }
 
     func run() throws {
@@ -143,7 +146,7 @@ struct Bench: ParsableCommand {
                 for isCausal in causalValues {
                     index += 1
                     let label = "[\(index)/\(total)] \(mode.rawValue)\(isCausal ? " causal" : "") n=\(length)"
-                    let options = algorithm.attentionOptions(mode: mode, causal: isCausal)
+                    let options = algorithm.attentionOptions(mode: mode.attentionMode, causal: isCausal)
                     var times: [Double] = []
                     var result: AttentionResult?
                     for r in 0..<repeats {
@@ -233,21 +236,30 @@ extension Bench {
             let spec = SyntheticSpec(
                 batch: batch, heads: heads, kvHeads: kvHeads ?? heads, n: length, d: d, dv: dv ?? d, seed: algorithm.seed)
             let shape = spec.shape
-            let tokens = DistributedAttention.tokenRange(rank: world.rank, ranks: ranks, count: length)
-            progress.begin("[\(index + 1)/\(total)] generating inputs n=\(length)")
-            let problem = SyntheticProblem(spec, tokens: tokens, threads: threads)
-            MPILaunch.agree(world, [("query", problem.query), ("key", problem.key), ("value", problem.value)].lazy
-                .compactMap { nonFiniteMessage($0.1, name: "rank \(world.rank): synthetic \($0.0)", firstRow: tokens.lowerBound) }.first)
+            // Each rank's shard, generated for the layout of the method (ring causal: zigzag).
+            var problem: (chunks: [Range<Int>], tensors: SyntheticProblem)?
             for mode in modes.values {
                 for isCausal in causalValues {
                     index += 1
                     let label = "[\(index)/\(total)] \(mode.rawValue)\(isCausal ? " causal" : "") n=\(length)"
-                    var options = algorithm.attentionOptions(mode: mode, causal: isCausal)
+                    var options = algorithm.attentionOptions(mode: mode.attentionMode, causal: isCausal)
                     options.threads = threads
-                    let dist = MPILaunch.agreeing(world) {
+                    let dist: any SequenceParallelAttention = MPILaunch.agreeing(world) {
                         try checkedOptions(options, shape)
-                        return try DistributedAttention(communicator: world, shape: shape, options: options)
+                        return mode == .ring
+                            ? try RingAttention(communicator: world, shape: shape, options: options)
+                            : try DistributedAttention(communicator: world, shape: shape, options: options)
                     }
+                    let chunks = dist.localQueryChunks
+                    if problem?.chunks != chunks {
+                        problem = nil
+                        progress.begin(label + " generating inputs")
+                        let tensors = SyntheticProblem(spec, chunks: chunks, threads: threads)
+                        MPILaunch.agree(world, [("query", tensors.query), ("key", tensors.key), ("value", tensors.value)].lazy
+                            .compactMap { nonFiniteMessage($0.1, name: "rank \(world.rank): synthetic \($0.0)", firstRow: chunks[0].lowerBound) }.first)
+                        problem = (chunks, tensors)
+                    }
+                    let inputs = problem!.tensors
                     var times: [Double] = []
                     var best: (seconds: Double, result: DistributedResult)?
                     for r in 0..<repeats {
@@ -255,7 +267,7 @@ extension Bench {
                         MPILaunch.orAbort(world, "MPI") { try world.barrier() }
                         let start = MPIEnvironment.wallTime
                         let result = MPILaunch.orAbort(world, "distributed attention") {
-                            try dist.run(query: problem.query, key: problem.key, value: problem.value, logSumExp: errorRows > 0)
+                            try dist.run(query: inputs.query, key: inputs.key, value: inputs.value, logSumExp: errorRows > 0)
                         }
                         let elapsed = MPIEnvironment.wallTime - start
                         let seconds = MPILaunch.orAbort(world, "MPI") { try world.allReduce(elapsed, operation: .max) }
@@ -270,14 +282,16 @@ extension Bench {
                         progress.begin(label + " float64 reference")
                         error = MPILaunch.orAbort(world, "error check") {
                             try SampledError.measureDistributed(
-                                world: world, spec: spec, options: options, result: result, localQueries: tokens,
+                                world: world, spec: spec, options: options, result: result, queryChunks: dist.queryChunks(rank:),
                                 rows: errorRows, threads: threads, maxKeyValueBytes: referenceMemoryLimit())
                         }
                     }
                     progress.end()
                     guard isRoot else { continue }
 
-                    let summary = DistributedSummary(reports: reports, shape: shape, options: options)
+                    let summary = DistributedSummary(
+                        reports: reports, shape: shape, options: options,
+                        queryRows: (0..<ranks).map { dist.queryChunks(rank: $0).reduce(0) { $0 + $1.count } }, ring: mode == .ring)
                     let seconds = times.min()!
                     var stats = AttentionStats()
                     stats.evaluatedPairs = summary.evaluatedPairs
@@ -353,12 +367,19 @@ struct IntList: ExpressibleByArgument {
     var defaultValueDescription: String { values.map(String.init).joined(separator: ",") }
 }
 
-/// A comma-separated list of attention modes (`exact,hyper`).
+/// What a bench row runs: the library's modes, or ring attention (exact, over MPI ranks).
+enum BenchMode: String, CaseIterable, ExpressibleByArgument {
+    case exact, hyper, ring
+    /// The library mode computed (ring attention is exact attention).
+    var attentionMode: AttentionMode { self == .hyper ? .hyper : .exact }
+}
+
+/// A comma-separated list of bench modes (`exact,hyper,ring`).
 struct ModeList: ExpressibleByArgument {
-    var values: [AttentionMode]
-    init(values: [AttentionMode]) { self.values = values }
+    var values: [BenchMode]
+    init(values: [BenchMode]) { self.values = values }
     init?(argument: String) {
-        let parts = argument.split(separator: ",").map { AttentionMode(rawValue: $0.trimmingCharacters(in: .whitespaces).lowercased()) }
+        let parts = argument.split(separator: ",").map { BenchMode(rawValue: $0.trimmingCharacters(in: .whitespaces).lowercased()) }
         guard !parts.isEmpty, parts.allSatisfy({ $0 != nil }) else {
             _ = IntList.invalid()
             return nil

@@ -216,14 +216,16 @@ struct DefaultJob: ParsableCommand {
             progress.begin("float64 reference on \(errorRows) rows")
             error = MPILaunch.orAbort(world, "error check") {
                 try SampledError.measureDistributed(
-                    world: world, spec: spec, options: options, result: result, localQueries: dist.localQueries,
+                    world: world, spec: spec, options: options, result: result, queryChunks: dist.queryChunks(rank:),
                     rows: errorRows, threads: threads, maxKeyValueBytes: referenceMemoryLimit())
             }
         }
         progress.end()
 
         if world.rank == 0 {
-            let summary = DistributedSummary(reports: reports, shape: shape, options: options)
+            let summary = DistributedSummary(
+                reports: reports, shape: shape, options: options,
+                queryRows: (0..<ranks).map { dist.queryChunks(rank: $0).reduce(0) { $0 + $1.count } })
             let flops = options.mode == .exact
                 ? usefulFLOPs(shape: shape, options: options, stats: result.stats)
                 : Double(summary.evaluatedPairs) * 2 * Double(shape.headDim + shape.valueDim)

@@ -269,6 +269,10 @@ struct DistributedSummary {
     var reports: [DistributedReport]
     var shape: AttentionShape
     var options: AttentionOptions
+    /// Query rows each rank holds.
+    var queryRows: [Int]
+    /// Ring attention rows (exact; no HyperAttention byte bound).
+    var ring = false
 
     var ranks: Int { reports.count }
     var evaluatedPairs: Int { reports.reduce(0) { $0 + $1.evaluatedPairs } }
@@ -305,7 +309,7 @@ struct DistributedSummary {
         let b = bounds
         return reports.enumerated().map { r, rep in
             RankRow(
-                rank: r, queryRows: DistributedAttention.tokenRange(rank: r, ranks: ranks, count: shape.queryCount).count,
+                rank: r, queryRows: queryRows[r],
                 hashSeconds: rep.hashSeconds, exchangeSeconds: rep.exchangeSeconds, sampleGatherSeconds: rep.sampleGatherSeconds,
                 computeSeconds: rep.computeSeconds, returnSeconds: rep.returnSeconds, totalSeconds: rep.totalSeconds,
                 bytesSent: rep.bytesSent, bytesReceived: rep.bytesReceived, byteBound: b[r]?.issue,
@@ -326,6 +330,8 @@ struct DistributedSummary {
         if let b = byteBoundReport {
             line += "; bound \(mib(Double(b.perRank.max() ?? 0))) MiB (with lse \(mib(Double(b.perRankWithIds.max() ?? 0)))), "
                 + "sent/bound max \(fixed(b.measuredToBoundMax, 3)) (with lse \(fixed(b.measuredToBoundWithIdsMax, 3)))"
+        } else if ring {
+            line += "; ring attention: each rank passes on P−1 K|V shards"
         } else {
             line += "; no bound (exact pieces spanning ranks are gathered to one rank)"
         }

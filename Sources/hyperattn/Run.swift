@@ -42,8 +42,14 @@ struct Run: ParsableCommand {
     @Flag(help: "Causal masking (needs n_q == n_k).")
     var causal = false
 
-    @Flag(help: "Exact attention instead of HyperAttention.")
+    @Flag(help: "Exact attention instead of HyperAttention (the same as --mode exact).")
     var exact = false
+
+    @Option(help: ArgumentHelp("hyper, exact, or ring (ring attention: exact over the MPI ranks; needs mpirun).", valueName: "mode"))
+    var mode: BenchMode?
+
+    /// The mode in effect.
+    private var effectiveMode: BenchMode { mode ?? (exact ? .exact : .hyper) }
 
     @OptionGroup(title: "Algorithm")
     var algorithm: CommonAttentionOptions
@@ -56,6 +62,10 @@ struct Run: ParsableCommand {
             }
         }
         if let lse, samePath(lse, out) { throw ValidationError("--lse and --out name the same file \(out)") }
+        if exact, let mode, mode != .exact { throw ValidationError("--exact contradicts --mode \(mode.rawValue)") }
+        if effectiveMode == .ring && !RunLaunch.current.isMPI {
+            throw ValidationError("--mode ring is ring attention over MPI ranks: run it under mpirun")
+        }
     }
 
     func run() throws {
@@ -70,7 +80,7 @@ struct Run: ParsableCommand {
     // MARK: - One process
 
     private func runSingleProcess() throws {
-        let options = algorithm.attentionOptions(mode: exact ? .exact : .hyper, causal: causal)
+        let options = algorithm.attentionOptions(mode: effectiveMode.attentionMode, causal: causal)
         let (q, k, v, shape) = try failing { () throws -> (Tensor, Tensor, Tensor, AttentionShape) in
             let headers = try readHeaders()
             let shape = try problemShape(headers)
@@ -105,7 +115,7 @@ struct Run: ParsableCommand {
     private func runDistributed(_ launch: RunLaunch) throws {
         try launch.start()
         let world = Communicator.world
-        var options = algorithm.attentionOptions(mode: exact ? .exact : .hyper, causal: causal)
+        var options = algorithm.attentionOptions(mode: effectiveMode.attentionMode, causal: causal)
         if algorithm.threads == nil { options.threads = launch.threadsPerRank }
         // Every rank checks headers and options (all see the same files, so all agree); rank 0
         // also checks that the outputs can be written.
@@ -117,18 +127,21 @@ struct Run: ParsableCommand {
             return (shape, headers.q.shape, headers.v.shape)
         }
         guard let (shape, queryShape, valueShape) = setup else { launch.exit(1) }
-        let dist = try DistributedAttention(communicator: world, shape: shape, options: options)
-        // Each rank reads only its rows, as [b, h, rows, d].
+        let dist: any SequenceParallelAttention = effectiveMode == .ring
+            ? try RingAttention(communicator: world, shape: shape, options: options)
+            : try DistributedAttention(communicator: world, shape: shape, options: options)
+        // Each rank reads only its rows (chunk after chunk), as [b, h, rows, d].
         let slices = try agree(world) { () throws -> (Tensor, Tensor, Tensor) in
-            let q = try readSlice("--q", query, rows: dist.localQueries, as: dist.localQueryShape)
-            let k = try readSlice("--k", key, rows: dist.localKeys, as: dist.localKeyShape)
-            let v = try readSlice("--v", value, rows: dist.localKeys, as: dist.localValueShape)
-            try requireFinite(q, flag: "--q", path: query, firstRow: dist.localQueries.lowerBound, rowsPerHead: dist.localQueries.count,
-                              totalRows: shape.queryCount)
-            try requireFinite(k, flag: "--k", path: key, firstRow: dist.localKeys.lowerBound, rowsPerHead: dist.localKeys.count,
-                              totalRows: shape.keyCount)
-            try requireFinite(v, flag: "--v", path: value, firstRow: dist.localKeys.lowerBound, rowsPerHead: dist.localKeys.count,
-                              totalRows: shape.keyCount)
+            func read(_ flag: String, _ path: String, _ chunks: [Range<Int>], heads: Int, width: Int, total: Int) throws -> Tensor {
+                concatenateRows(try chunks.map { rows in
+                    let t = try readSlice(flag, path, rows: rows, as: [shape.batch, heads, rows.count, width])
+                    try requireFinite(t, flag: flag, path: path, firstRow: rows.lowerBound, rowsPerHead: rows.count, totalRows: total)
+                    return t
+                })
+            }
+            let q = try read("--q", query, dist.localQueryChunks, heads: shape.queryHeads, width: shape.headDim, total: shape.queryCount)
+            let k = try read("--k", key, dist.localKeyChunks, heads: shape.keyHeads, width: shape.headDim, total: shape.keyCount)
+            let v = try read("--v", value, dist.localKeyChunks, heads: shape.keyHeads, width: shape.valueDim, total: shape.keyCount)
             return (q, k, v)
         }
         guard let (q, k, v) = slices else { launch.exit(1) }
@@ -173,8 +186,12 @@ struct Run: ParsableCommand {
                 abandon(tempPath)
             }
             let written: Void? = try agree(world) {
-                try NPYFile.writeRows(path: tempPath, shape: rowShape, rows: dist.localQueries,
-                                      data: data.reshaped(Array(rowShape.dropLast(2)) + [dist.localQueries.count, rowShape.last!]))
+                let local = try data.reshaped(Array(rowShape.dropLast(2)) + [dist.localQueryCount, rowShape.last!])
+                var first = 0
+                for rows in dist.localQueryChunks {
+                    try NPYFile.writeRows(path: tempPath, shape: rowShape, rows: rows, data: sliceRows(local, first..<(first + rows.count)))
+                    first += rows.count
+                }
             }
             guard written != nil else { abandon(tempPath) }
             guard try agreeOnRankZero(world, {
@@ -286,7 +303,7 @@ struct Run: ParsableCommand {
     }
 
     private func printSummary(shape: AttentionShape, options: AttentionOptions, seconds: Double, flops: Double, ranks: Int) {
-        let mode = options.mode == .exact ? "exact" : "hyper"
+        let mode = effectiveMode.rawValue
         print("hyperattn run: \(shape), \(mode), \(options.causal ? "causal" : "non-causal"), \(ranks == 1 ? "1 process" : "\(ranks) ranks"), \(options.effectiveThreads) thread(s)\(ranks > 1 ? " per rank" : "")")
         print(String(format: "  time %.3f s, %.1f GFLOP/s", seconds, flops / max(seconds, 1e-9) / 1e9))
         print("  wrote \(out)" + (lse.map { " and \($0)" } ?? ""))
