@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "NPY", targets: ["NPY"]),
         .library(name: "MPI", targets: ["MPI"]),
         .library(name: "DistributedHyperAttention", targets: ["DistributedHyperAttention"]),
+        .library(name: "HyperAttentionCUDA", targets: ["HyperAttentionCUDA"]),
         .executable(name: "hyperattn", targets: ["hyperattn"]),
     ],
     dependencies: [
@@ -57,6 +58,17 @@ let package = Package(
             path: "Sources/DistributedHyperAttention"
         ),
 
+        // MARK: - GPU (optional at run time: the CUDA driver and NVRTC are loaded with dlopen)
+        .target(
+            name: "CUDADriver",
+            path: "Sources/CUDADriver"
+        ),
+        .target(
+            name: "HyperAttentionCUDA",
+            dependencies: ["HyperAttention", "CUDADriver"],
+            path: "Sources/HyperAttentionCUDA"
+        ),
+
         // MARK: - Executable
         .target(
             name: "CPUFeatures",
@@ -65,7 +77,7 @@ let package = Package(
         .executableTarget(
             name: "hyperattn",
             dependencies: [
-                "HyperAttention", "NPY", "CPUFeatures", "DistributedHyperAttention", "MPI",
+                "HyperAttention", "NPY", "CPUFeatures", "DistributedHyperAttention", "MPI", "HyperAttentionCUDA",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Sources/hyperattn"
@@ -97,6 +109,11 @@ let package = Package(
             name: "NPYTests",
             dependencies: ["NPY"],
             path: "Tests/NPYTests"
+        ),
+        .testTarget(
+            name: "CUDATests",
+            dependencies: ["HyperAttentionCUDA", "CUDADriver", "HyperAttention", "HyperAttentionTestSupport"],
+            path: "Tests/CUDATests"
         ),
         .testTarget(
             name: "MPITests",

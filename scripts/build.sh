@@ -4,7 +4,8 @@
 #
 #   scripts/build.sh [extra swift build args...]   e.g. --scratch-path /tmp/build
 #   scripts/build.sh --deps-only                   only install the system packages, plus those the
-#                                                  tests use (qemu-user: the old-CPU refusal test)
+#                                                  tests use (qemu-user: the old-CPU refusal test;
+#                                                  NVRTC from PyPI: the CUDA source compile check)
 #
 # Swift emits no FMA instructions unless a target CPU is named, so the flags below are required
 # for speed (kernels run 60-140x slower without them).
@@ -43,8 +44,19 @@ install_dependencies() {
     DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
 }
 
+# NVRTC from PyPI (no GPU needed) for the tests' compile check of the CUDA kernel source, into
+# .build-deps/nvrtc (git-ignored); skipped quietly when pip or the network is missing.
+install_nvrtc() {
+    ls .build-deps/nvrtc/nvidia/*/lib/libnvrtc.so* >/dev/null 2>&1 && return 0
+    command -v python3 >/dev/null 2>&1 || return 0
+    python3 -m pip install --quiet --disable-pip-version-check --no-deps --target .build-deps/nvrtc \
+        nvidia-cuda-nvrtc >/dev/null 2>&1 \
+        || echo "build.sh: note: could not pip-install nvidia-cuda-nvrtc; the CUDA compile-check test will be skipped" >&2
+}
+
 install_dependencies
 if [[ ${1:-} == --deps-only ]]; then
+    install_nvrtc
     exit 0
 fi
 

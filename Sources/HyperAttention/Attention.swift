@@ -19,6 +19,12 @@ public struct AttentionResult: Sendable {
     public var logSumExp: Tensor
     /// What was computed.
     public var stats: AttentionStats
+
+    public init(output: Tensor, logSumExp: Tensor, stats: AttentionStats) {
+        self.output = output
+        self.logSumExp = logSumExp
+        self.stats = stats
+    }
 }
 
 /// Attention of `query` over `key`/`value`, exact or HyperAttention, on all cores.
@@ -38,6 +44,10 @@ public func attention(
 ) throws -> AttentionResult {
     let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
     try options.validate(for: shape)
+    if case .cuda = options.backend {
+        throw AttentionError.invalidArgument(
+            "backend", "the CUDA backend is served by cudaAttention in module HyperAttentionCUDA; HyperAttention.attention runs on the CPU only")
+    }
     let plan = AttentionPlan(shape: shape, options: options)
     return plan.run(query: query, key: key, value: value, progress: progress)
 }
@@ -59,6 +69,9 @@ extension AttentionOptions {
         guard blockSize >= 1 else { throw AttentionError.invalidArgument("blockSize", "must be ≥ 1, got \(blockSize)") }
         guard samples >= 1 else { throw AttentionError.invalidArgument("samples", "must be ≥ 1, got \(samples)") }
         guard minSeqLen >= 1 else { throw AttentionError.invalidArgument("minSeqLen", "must be ≥ 1, got \(minSeqLen)") }
+        if case let .cuda(device, _) = backend, device < 0 {
+            throw AttentionError.invalidArgument("backend", "CUDA device index must be ≥ 0, got \(device)")
+        }
         if let threads, threads < 1 {
             throw AttentionError.invalidArgument("threads", "must be ≥ 1, got \(threads)")
         }

@@ -24,6 +24,23 @@ public enum ResidualEstimator: String, Sendable, CaseIterable {
     case stratifiedControlVariate
 }
 
+/// The element type a GPU backend computes in: Q, K, V are rounded to it once, products
+/// accumulate in fp32, softmax statistics and merges are fp32.
+public enum DevicePrecision: String, Sendable, CaseIterable {
+    case bfloat16 = "bf16"
+    case float16 = "fp16"
+}
+
+/// Where attention runs. Plain data: the core never loads a GPU library. `.cuda` is served by
+/// the `HyperAttentionCUDA` module (`cudaAttention(query:key:value:options:)`),
+/// which loads the CUDA driver and NVRTC at run time; the core's `attention` refuses it.
+public enum AttentionBackend: Sendable, Equatable {
+    /// The SIMD CPU kernels (default).
+    case cpu
+    /// An NVIDIA GPU (0-based device index), inputs rounded to `precision`.
+    case cuda(device: Int, precision: DevicePrecision = .bfloat16)
+}
+
 /// Options of an attention call. Defaults follow the HyperAttention paper's settings.
 public struct AttentionOptions: Sendable, Equatable {
     /// Exact or HyperAttention. Default: `.hyper`.
@@ -48,11 +65,14 @@ public struct AttentionOptions: Sendable, Equatable {
     /// The residual estimator. Default: `.stratifiedControlVariate`, the lowest error measured on
     /// real transformer Q/K/V and on Gaussian inputs (README, "Accuracy").
     public var estimator: ResidualEstimator = .stratifiedControlVariate
+    /// Where to run. Default: `.cpu`. The same options and seed give the same LSH order and
+    /// samples on every backend.
+    public var backend: AttentionBackend = .cpu
 
     public init(
         mode: AttentionMode = .hyper, causal: Bool = false, scale: Float? = nil, lshBits: Int = 7,
         blockSize: Int = 256, samples: Int = 256, minSeqLen: Int = 2048, seed: UInt64 = 0,
-        threads: Int? = nil, estimator: ResidualEstimator = .stratifiedControlVariate
+        threads: Int? = nil, estimator: ResidualEstimator = .stratifiedControlVariate, backend: AttentionBackend = .cpu
     ) {
         self.mode = mode
         self.causal = causal
@@ -64,5 +84,6 @@ public struct AttentionOptions: Sendable, Equatable {
         self.seed = seed
         self.threads = threads
         self.estimator = estimator
+        self.backend = backend
     }
 }

@@ -1,0 +1,294 @@
+import CUDADriver
+import Foundation
+import HyperAttention
+
+/// The kernels of `cudaKernelSource`, compiled for one device (NVRTC, cached on disk per
+/// architecture) and loaded once per process and device.
+final class CUDAKernels: @unchecked Sendable {
+    let device: CUDADevice
+    let module: CUDAModule
+    private var functions: [String: CUDAFunction] = [:]
+
+    nonisolated(unsafe) private static var loaded: [Int: CUDAKernels] = [:]
+    private static let lock = NSLock()
+
+    static func forDevice(_ index: Int) throws -> CUDAKernels {
+        lock.lock()
+        defer { lock.unlock() }
+        if let k = loaded[index] { return k }
+        let device = try CUDADevice(index: index)
+        guard device.computeCapability.major >= 8 else {
+            throw CUDAError.unsupported(
+                "CUDA device \(index) (\(device.name)) has compute capability \(device.computeCapability.major).\(device.computeCapability.minor); the kernels need 8.0 or newer (bf16 mma.sync, cp.async)")
+        }
+        let cubin = try KernelCache.cubin(source: cudaKernelSource, name: "hyperattn.cu", architecture: device.architecture)
+        let k = CUDAKernels(device: device, module: try device.loadModule(cubin: cubin))
+        loaded[index] = k
+        return k
+    }
+
+    private init(device: CUDADevice, module: CUDAModule) {
+        self.device = device
+        self.module = module
+    }
+
+    func function(_ name: String) throws -> CUDAFunction {
+        if let f = functions[name] { return f }
+        let f = try module.function(name)
+        functions[name] = f
+        return f
+    }
+}
+
+/// Checks that the GPU backend can serve a problem shape.
+func checkCUDAShape(_ shape: AttentionShape) throws {
+    guard shape.headDim == shape.valueDim, shape.headDim == 64 || shape.headDim == 128 else {
+        throw CUDAError.unsupported(
+            "the CUDA backend supports head dims d = d_v = 64 or 128; got d = \(shape.headDim), d_v = \(shape.valueDim)")
+    }
+    let rows = shape.batch * shape.queryHeads * max(shape.queryCount, shape.keyCount)
+    guard rows < Int(Int32.max) / 2 else {
+        throw CUDAError.unsupported("the CUDA backend indexes rows with 32-bit integers; b·h·n = \(rows) is too large")
+    }
+}
+
+/// One attention problem resident on a GPU: its plan (all tables uploaded), its inputs in 16-bit,
+/// and fp32 outputs. `enqueue()` runs every kernel of the call on the session's stream, so a
+/// benchmark can time repeated calls on device-resident inputs with CUDA events.
+public final class CUDAAttentionSession: @unchecked Sendable {
+    public let shape: AttentionShape
+    public let options: AttentionOptions
+    public let precision: DevicePrecision
+    public var device: CUDADevice { kernels.device }
+    let kernels: CUDAKernels
+    let stream: CUDAStream
+    let levels: [(host: HostLevel, device: DeviceLevel)]
+    let query16: DeviceBuffer, key16: DeviceBuffer, value16: DeviceBuffer
+    /// fp32 copies of Q and K when the inputs came as fp32: the hash reads them, so that the LSH
+    /// order is the CPU path's bit for bit.
+    var queryHash: DeviceBuffer?, keyHash: DeviceBuffer?
+    public let output: DeviceBuffer, logSumExp: DeviceBuffer
+
+    /// Plans the call and allocates its device memory on CUDA device `device`.
+    public init(shape: AttentionShape, options: AttentionOptions, device index: Int, precision: DevicePrecision) throws {
+        try options.validate(for: shape)
+        try checkCUDAShape(shape)
+        self.shape = shape
+        self.options = options
+        self.precision = precision
+        kernels = try CUDAKernels.forDevice(index)
+        try kernels.device.makeCurrent()
+        stream = try CUDAStream(device: kernels.device)
+        let d = kernels.device
+        let qCount = shape.batch * shape.queryHeads * shape.queryCount
+        let kCount = shape.batch * shape.keyHeads * shape.keyCount
+        query16 = try DeviceBuffer(device: d, byteCount: qCount * shape.headDim * 2)
+        key16 = try DeviceBuffer(device: d, byteCount: kCount * shape.headDim * 2)
+        value16 = try DeviceBuffer(device: d, byteCount: kCount * shape.valueDim * 2)
+        output = try DeviceBuffer(device: d, byteCount: qCount * shape.valueDim * 4)
+        logSumExp = try DeviceBuffer(device: d, byteCount: qCount * 4)
+        levels = try HostLevel.levels(shape: shape, options: options).map { ($0, try DeviceLevel(device: d, host: $0, valueDim: shape.valueDim)) }
+    }
+
+    /// Whether any level hashes (HyperAttention pieces).
+    var hashes: Bool { levels.contains { $0.host.segmentCount > 0 } }
+
+    /// Uploads fp32 inputs (layout `[b, h, n, d]`), rounding them to the session's precision on
+    /// the device; Q and K stay in fp32 too when the call hashes.
+    public func upload(query: Tensor, key: Tensor, value: Tensor) throws {
+        try device.makeCurrent()
+        let convert = try kernels.function(precision == .bfloat16 ? "convert_f32_bf16" : "convert_f32_f16")
+        func send(_ t: Tensor, to target: DeviceBuffer, keep: Bool) throws -> DeviceBuffer? {
+            let staging = try DeviceBuffer(device: device, byteCount: t.count * 4)
+            try t.withUnsafeBufferPointer { try staging.upload(UnsafeRawBufferPointer($0)) }
+            try stream.launch(convert, grid: (min(65535, (t.count + 255) / 256), 1, 1), block: (256, 1, 1),
+                              arguments: [.pointer(staging.pointer), .pointer(target.pointer), .int64(Int64(t.count))])
+            try stream.synchronize()
+            return keep ? staging : nil
+        }
+        queryHash = try send(query, to: query16, keep: hashes)
+        keyHash = try send(key, to: key16, keep: hashes)
+        _ = try send(value, to: value16, keep: false)
+    }
+
+    /// Fills Q, K and V on the device with N(0, 1) values rounded to the session's precision
+    /// (benchmark inputs; a counter hash of (seed, tensor, index)).
+    public func fillNormal(seed: UInt64) throws {
+        try device.makeCurrent()
+        let fill = try kernels.function("fill_normal_16")
+        for (i, b) in [query16, key16, value16].enumerated() {
+            let n = b.byteCount / 2
+            try stream.launch(fill, grid: (min(65535, (n + 255) / 256), 1, 1), block: (256, 1, 1), arguments: [
+                .pointer(b.pointer), .int64(Int64(n)), .int64(Int64(bitPattern: seed &* 3 &+ UInt64(i) &+ 0x5EED)),
+                .int32(precision == .bfloat16 ? 1 : 2),
+            ])
+        }
+        queryHash = nil
+        keyHash = nil
+        try stream.synchronize()
+    }
+
+    /// Enqueues the whole call (every level: hash, sort, control variate, attention tiles).
+    public func enqueue() throws {
+        let s = shape, dim = s.headDim
+        let p16 = precision == .bfloat16 ? "bf16" : "f16"
+        let hashKind = queryHash != nil ? "f32" : p16
+        let hash = try kernels.function("hash_count_\(hashKind)_d\(dim)")
+        let scan = try kernels.function("scan_counts")
+        let scatter = try kernels.function("scatter_order")
+        let blockSums = try kernels.function("cv_block_sums_\(p16)")
+        let finish = try kernels.function("cv_finish_\(p16)")
+        let attend = try kernels.function("attn_\(p16)_d\(dim)")
+        let scaleLog2 = options.effectiveScale(headDim: dim) * 1.442_695_040_888_963_4
+        let hq = (queryHash ?? query16).pointer, hk = (keyHash ?? key16).pointer
+        for (host, dev) in levels {
+            if host.segmentCount > 0 {
+                try stream.memset(dev.counts!.pointer, 0, bytes: dev.counts!.byteCount)
+                let warpsGrid = ((host.chunkCount + 3) / 4, 1, 1)
+                try stream.launch(hash, grid: warpsGrid, block: (128, 1, 1), arguments: [
+                    .pointer(hq), .pointer(hk), .int(s.queryCount), .int(s.keyCount), .pointer(dev.segments!.pointer),
+                    .pointer(dev.chunks!.pointer), .int(host.chunkCount), .pointer(dev.directions!.pointer),
+                    .int(options.lshBits), .pointer(dev.buckets!.pointer), .pointer(dev.counts!.pointer),
+                ])
+                try stream.launch(scan, grid: (host.segmentCount, 1, 1), block: (1024, 1, 1), arguments: [
+                    .pointer(dev.counts!.pointer), .pointer(dev.segments!.pointer), .int(options.lshBits),
+                ])
+                try stream.launch(scatter, grid: warpsGrid, block: (128, 1, 1), arguments: [
+                    .pointer(dev.segments!.pointer), .pointer(dev.chunks!.pointer), .int(host.chunkCount),
+                    .pointer(dev.buckets!.pointer), .pointer(dev.counts!.pointer), .pointer(dev.order!.pointer),
+                ])
+                if host.controlBlockCount > 0 && options.estimator == .stratifiedControlVariate {
+                    try stream.launch(blockSums, grid: (host.controlBlockCount, 1, 1), block: (128, 1, 1), arguments: [
+                        .pointer(value16.pointer), .int(s.keyCount), .int(s.valueDim), .pointer(dev.controlBlocks!.pointer),
+                        .pointer(dev.order!.pointer), .pointer(dev.samplePositions!.pointer), .pointer(dev.sampleWeights!.pointer),
+                        .pointer(dev.blockSum!.pointer), .pointer(dev.inBlock!.pointer),
+                    ])
+                    try stream.launch(finish, grid: (host.controlPieceCount, 1, 1), block: (128, 1, 1), arguments: [
+                        .pointer(value16.pointer), .int(s.keyCount), .int(s.valueDim), .pointer(dev.controlPieces!.pointer),
+                        .pointer(dev.order!.pointer), .pointer(dev.samplePositions!.pointer), .pointer(dev.sampleWeights!.pointer),
+                        .pointer(dev.blockSum!.pointer), .pointer(dev.inBlock!.pointer), .pointer(dev.correction!.pointer),
+                    ])
+                }
+            }
+            let order = dev.order?.pointer ?? 0
+            try stream.launch(attend, grid: (host.tileCount, 1, 1), block: (256, 1, 1), arguments: [
+                .pointer(query16.pointer), .pointer(key16.pointer), .pointer(value16.pointer), .pointer(output.pointer),
+                .pointer(logSumExp.pointer), .int(s.queryCount), .int(s.keyCount), .pointer(dev.tiles.pointer),
+                .pointer(order), .pointer(order), .pointer(dev.samplePositions?.pointer ?? 0),
+                .pointer(dev.sampleLog2Weights?.pointer ?? 0), .pointer(dev.correction?.pointer ?? 0), .float(scaleLog2),
+            ])
+        }
+    }
+
+    /// Runs the call and waits for it.
+    public func run() throws {
+        try device.makeCurrent()
+        try enqueue()
+        try stream.synchronize()
+    }
+
+    /// Milliseconds of each of `repeats` calls, timed with CUDA events on the session's stream
+    /// (after one untimed warm-up call).
+    public func time(repeats: Int) throws -> [Double] {
+        try run()
+        let start = try CUDAEvent(device: device), end = try CUDAEvent(device: device)
+        var times: [Double] = []
+        for _ in 0..<max(1, repeats) {
+            try start.record(on: stream)
+            try enqueue()
+            try end.record(on: stream)
+            times.append(try end.milliseconds(since: start))
+        }
+        return times
+    }
+
+    /// Query–key pairs the call evaluates and its useful FLOPs (as `AttentionStats`).
+    public var stats: AttentionStats {
+        var st = AttentionStats()
+        st.evaluatedPairs = levels.reduce(0) { $0 + $1.host.evaluatedPairs }
+        st.flops = Double(st.evaluatedPairs) * 2 * Double(shape.headDim + shape.valueDim)
+        return st
+    }
+
+    /// Downloads (O, lse) into tensors of the given shapes.
+    public func result(outputShape: [Int], logSumExpShape: [Int]) throws -> AttentionResult {
+        try stream.synchronize()
+        let o = try Tensor(shape: outputShape) { try output.download(into: UnsafeMutableRawBufferPointer($0)) }
+        let l = try Tensor(shape: logSumExpShape) { try logSumExp.download(into: UnsafeMutableRawBufferPointer($0)) }
+        return AttentionResult(output: o, logSumExp: l, stats: stats)
+    }
+}
+
+/// Device tables of one level (see `HostLevel`) and its scratch arrays.
+final class DeviceLevel {
+    let segments, chunks, directions: DeviceBuffer?
+    let buckets, order, counts: DeviceBuffer?
+    let tiles: DeviceBuffer
+    let samplePositions, sampleLog2Weights, sampleWeights: DeviceBuffer?
+    let controlBlocks, controlPieces, blockSum, inBlock, correction: DeviceBuffer?
+
+    init(device d: CUDADevice, host: HostLevel, valueDim: Int) throws {
+        func table<T: BitwiseCopyable>(_ values: [T]) throws -> DeviceBuffer? {
+            values.isEmpty ? nil : try DeviceBuffer(device: d, copying: values)
+        }
+        segments = try table(host.segments)
+        chunks = try table(host.chunks)
+        directions = try table(host.directions)
+        let hashed = host.orderLength > 0
+        buckets = hashed ? try DeviceBuffer(device: d, byteCount: host.orderLength * 2) : nil
+        order = hashed ? try DeviceBuffer(device: d, byteCount: host.orderLength * 4) : nil
+        counts = hashed ? try DeviceBuffer(device: d, byteCount: host.countLength * 4) : nil
+        tiles = try DeviceBuffer(device: d, copying: host.tiles)
+        samplePositions = try table(host.samplePositions)
+        sampleLog2Weights = try table(host.sampleLog2Weights)
+        sampleWeights = try table(host.sampleWeights)
+        controlBlocks = try table(host.controlBlocks)
+        controlPieces = try table(host.controlPieces)
+        let rows = host.controlBlockCount * valueDim
+        blockSum = rows > 0 ? try DeviceBuffer(device: d, byteCount: rows * 8) : nil
+        inBlock = rows > 0 ? try DeviceBuffer(device: d, byteCount: rows * 8) : nil
+        correction = rows > 0 ? try DeviceBuffer(device: d, byteCount: rows * 4) : nil
+    }
+}
+
+/// Attention on an NVIDIA GPU: the same pieces, LSH order, samples and merge order as the CPU
+/// path (`HyperAttention.attention`) for the same options and seed; inputs are rounded to
+/// `precision` on the device, products accumulate in fp32, outputs and lse are fp32.
+///
+///     O = softmax(Q Kᵀ · scale) V,   lse_i = log Σ_k exp(scale · q_i·k_k)
+///
+/// - Parameters:
+///   - options: as for the CPU path; `options.backend` must be `.cuda(device:precision:)`
+///     (`.cpu` runs `HyperAttention.attention`).
+/// - Throws: `AttentionError` for invalid arguments, `CUDAError` when there is no driver, no
+///   such GPU, an unsupported shape, or a CUDA failure.
+public func cudaAttention(query: Tensor, key: Tensor, value: Tensor, options: AttentionOptions) throws -> AttentionResult {
+    guard case let .cuda(index, precision) = options.backend else {
+        return try attention(query: query, key: key, value: value, options: options)
+    }
+    let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
+    let session = try CUDAAttentionSession(shape: shape, options: options, device: index, precision: precision)
+    try session.upload(query: query, key: key, value: value)
+    try session.run()
+    var outShape = query.shape
+    outShape[outShape.count - 1] = shape.valueDim
+    return try session.result(outputShape: outShape, logSumExpShape: Array(query.shape.dropLast()))
+}
+
+/// The GPU of one rank: `--device` if given, else under mpirun the rank's local rank
+/// (`OMPI_COMM_WORLD_LOCAL_RANK`, `MPI_LOCALRANKID`, `SLURM_LOCALID`), else 0.
+public func defaultCUDADevice(explicit: Int?) -> Int {
+    if let explicit { return explicit }
+    let env = ProcessInfo.processInfo.environment
+    for name in ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID"] {
+        if let v = env[name], let i = Int(v), i >= 0 { return i }
+    }
+    return 0
+}
+
+/// A description of CUDA device `index` ("NVIDIA H100 80GB HBM3, sm_90, 132 SMs, driver 13.0").
+public func cudaDeviceDescription(_ index: Int) throws -> String {
+    let d = try CUDADevice(index: index)
+    let v = d.driver.version
+    return "\(d.name), \(d.architecture), \(d.multiprocessors) SMs, driver \(v / 1000).\(v % 1000 / 10)"
+}

@@ -1,0 +1,129 @@
+import HyperAttention
+
+/// The host half of one level of the GPU plan: every piece of the level (all heads) as flat
+/// integer tables for the kernels. Built from `AttentionPlan.levels(head:)`, so the GPU runs the
+/// CPU path's pieces, in the CPU path's level order, with the CPU path's hash directions
+/// (`SortLSH`) and samples (`SampleSet`) from the same `CounterRandom` keys.
+struct HostLevel {
+    static let segmentFields = 9
+    static let tileFields = 16
+    static let tileRows = 128
+    static let flagMerge: Int32 = 1
+    static let flagControlVariate: Int32 = 2
+
+    /// Hash/sort segments (the Q rows and the K rows of each HyperAttention piece).
+    var segments: [Int32] = []
+    /// (segment, chunk) of each warp of the hash and scatter kernels.
+    var chunks: [Int32] = []
+    var directions: [Float] = []
+    var orderLength = 0
+    var countLength = 0
+    /// Tile descriptors of the attention kernel, heaviest first.
+    var tiles: [Int32] = []
+    var samplePositions: [Int32] = []
+    var sampleLog2Weights: [Float] = []
+    var sampleWeights: [Float] = []
+    /// Control variate: one row per LSH block, one per piece.
+    var controlBlocks: [Int32] = []
+    var controlPieces: [Int32] = []
+    /// Query–key pairs evaluated (as the CPU path counts them).
+    var evaluatedPairs = 0
+
+    var segmentCount: Int { segments.count / HostLevel.segmentFields }
+    var chunkCount: Int { chunks.count / 2 }
+    var tileCount: Int { tiles.count / HostLevel.tileFields }
+    var controlBlockCount: Int { controlBlocks.count / 7 }
+    var controlPieceCount: Int { controlPieces.count / 7 }
+
+    /// The levels of a call, in execution order.
+    static func levels(shape: AttentionShape, options: AttentionOptions) -> [HostLevel] {
+        let plan = AttentionPlan(shape: shape, options: options)
+        var pieces: [[Piece]] = []
+        for h in 0..<(shape.batch * shape.queryHeads) {
+            for (i, level) in plan.levels(head: h).enumerated() {
+                if pieces.count <= i { pieces.append([]) }
+                pieces[i] += level
+            }
+        }
+        return pieces.map { HostLevel(pieces: $0, shape: shape, options: options) }
+    }
+
+    init(pieces: [Piece], shape: AttentionShape, options: AttentionOptions) {
+        let buckets = 1 << options.lshBits
+        // Rows per hash/scatter chunk: the counts table is buckets × chunks per segment.
+        let rowsPerChunk = max(1024, buckets * 8)
+        var tileList: [(cost: Int, fields: [Int32])] = []
+        func kvHead(_ h: Int) -> Int { (h / shape.queryHeads) * shape.keyHeads + (h % shape.queryHeads) / shape.groupSize }
+        for piece in pieces {
+            let kv = kvHead(piece.head)
+            let mergeFlag = piece.merge ? HostLevel.flagMerge : 0
+            let nq = piece.queries.count, nk = piece.keys.count
+            guard piece.hyper else {
+                var q0 = piece.queries.lowerBound
+                while q0 < piece.queries.upperBound {
+                    let q1 = min(q0 + HostLevel.tileRows, piece.queries.upperBound)
+                    let keys = piece.causal ? q1 - piece.keys.lowerBound : nk
+                    tileList.append(((q1 - q0) * keys, [
+                        Int32(piece.head), Int32(kv), Int32(q0), Int32(q1 - q0), Int32(piece.keys.lowerBound), Int32(keys),
+                        piece.causal ? 1 : 0, 0, 0, -1, -1, 0, 0, mergeFlag, 0, 0,
+                    ]))
+                    if piece.causal {
+                        let a = q0 - piece.keys.lowerBound + 1, b = q1 - piece.keys.lowerBound
+                        evaluatedPairs += (a + b) * (q1 - q0) / 2
+                    } else {
+                        evaluatedPairs += (q1 - q0) * nk
+                    }
+                    q0 = q1
+                }
+                continue
+            }
+            let node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
+            let lsh = SortLSH(bits: options.lshBits, headDim: shape.headDim, seed: options.seed, head: piece.head, node: node)
+            let directionOffset = directions.count
+            directions += lsh.directions
+            var orderOffsets: [Int] = []
+            for (tensor, head, rows) in [(0, piece.head, piece.queries), (1, kv, piece.keys)] {
+                let chunkCount = (rows.count + rowsPerChunk - 1) / rowsPerChunk
+                for c in 0..<chunkCount { chunks += [Int32(segmentCount), Int32(c)] }
+                segments += [
+                    Int32(tensor), Int32(head), Int32(rows.lowerBound), Int32(rows.count), Int32(directionOffset),
+                    Int32(orderLength), Int32(countLength), Int32(chunkCount), Int32(rowsPerChunk),
+                ]
+                orderOffsets.append(orderLength)
+                orderLength += rows.count
+                countLength += buckets * chunkCount
+            }
+            let random = CounterRandom(seed: options.seed, head: piece.head, node: node, purpose: .samplePositions)
+            let samples = SampleSet(estimator: options.estimator, keyCount: nk, count: options.samples, random: random)
+            let sampleOffset = samplePositions.count, sampleCount = samples.positions.count
+            samplePositions += samples.positions
+            sampleLog2Weights += samples.logWeights
+            sampleWeights += samples.weights.map { Float($0) }
+            let controlVariate = options.estimator == .stratifiedControlVariate
+            let partition = BlockPartition(keyCount: nk, blockSize: options.blockSize)
+            let firstBlock = controlBlockCount
+            for j in 0..<partition.blocks {
+                let qr = partition.range(j, length: nq), kr = partition.range(j, length: nk)
+                let blockRow = controlBlockCount
+                controlBlocks += [Int32(kv), Int32(piece.keys.lowerBound), Int32(orderOffsets[1]), Int32(kr.lowerBound), Int32(kr.count), Int32(sampleOffset), Int32(sampleCount)]
+                let unmasked = samples.positions.filter { !kr.contains(Int($0)) }.count
+                evaluatedPairs += qr.count * (kr.count + unmasked)
+                var t0 = qr.lowerBound
+                while t0 < qr.upperBound {
+                    let t1 = min(t0 + HostLevel.tileRows, qr.upperBound)
+                    tileList.append(((t1 - t0) * (kr.count + sampleCount), [
+                        Int32(piece.head), Int32(kv), Int32(t0), Int32(t1 - t0), Int32(kr.lowerBound), Int32(kr.count), 0,
+                        Int32(piece.queries.lowerBound), Int32(piece.keys.lowerBound), Int32(orderOffsets[0]), Int32(orderOffsets[1]),
+                        Int32(sampleOffset), Int32(sampleCount), mergeFlag | (controlVariate ? HostLevel.flagControlVariate : 0),
+                        Int32(blockRow), Int32(nk - kr.count),
+                    ]))
+                    t0 = t1
+                }
+            }
+            controlPieces += [Int32(firstBlock), Int32(partition.blocks), Int32(kv), Int32(piece.keys.lowerBound), Int32(orderOffsets[1]), Int32(sampleOffset), Int32(sampleCount)]
+        }
+        // Heaviest tiles first (the order changes no result: tiles of a level own disjoint rows).
+        let order = tileList.indices.sorted { tileList[$0].cost != tileList[$1].cost ? tileList[$0].cost > tileList[$1].cost : $0 < $1 }
+        for i in order { tiles += tileList[i].fields }
+    }
+}

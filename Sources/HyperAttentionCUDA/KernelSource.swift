@@ -1,0 +1,546 @@
+/// The CUDA C++ source of every device kernel, compiled at run time by NVRTC for the GPU's
+/// architecture (and cached per architecture; `KernelCache`). Shipped as a string so that a
+/// static binary needs no resource bundle. No headers: bf16/fp16 conversions, `cp.async`,
+/// `ldmatrix` and `mma.sync` are inline PTX (sm_80 or newer).
+///
+/// Kernels (all `extern "C"`):
+/// - `convert_f32_{bf16,f16}`: fp32 → 16-bit inputs.
+/// - `hash_count_{f32,bf16,f16}_d{64,128}`: sortLSH bucket of each row of a list of segments
+///   (the Q and K rows of each HyperAttention piece), the dot products summed in the CPU path's
+///   order (16 fused lanes, then a tree), and the per-chunk bucket histogram.
+/// - `scan_counts`: per segment, exclusive scan of the (bucket, chunk) counts.
+/// - `scatter_order`: the stable scatter of the counting sort (rank within a warp by
+///   `__match_any_sync`), giving sorted position → row, as the CPU's `SortLSH.sortedOrder`.
+/// - `cv_block_sums_*`, `cv_finish_*`: the control variate's per-block Σ V corrections.
+/// - `attn_{bf16,f16}_d{64,128}`: the fused tile kernel. One CTA = 128 query rows (8 warps × 16),
+///   FlashAttention-2 style: keys in tiles of 64 (32 for d = 128) double-buffered by `cp.async`,
+///   S = QKᵀ and O += PV on tensor cores (`mma.sync.m16n8k16`, `ldmatrix`), online softmax in
+///   exp2 with fp32 statistics. A tile descriptor says which rows: exact tiles (optionally causal,
+///   tiles above the diagonal skipped per warp, the diagonal masked), or a HyperAttention block
+///   (queries and keys gathered through the sorted orders, then the node's samples with their
+///   log-weights, those inside the block masked, then the control variate). The epilogue writes
+///   (O, lse) in fp32 or lse-merges into the rows' existing partial, exactly as `mergePartial`.
+let cudaKernelSource = #"""
+typedef unsigned short u16;
+typedef unsigned int u32;
+
+#define NEG_INF __int_as_float(0xff800000)
+#define LN2 0.69314718055994530942f
+
+// ---- 16-bit conversions (inline PTX: no headers under NVRTC) ----
+__device__ __forceinline__ float bf16_to_f(u16 h) { return __uint_as_float(((u32)h) << 16); }
+__device__ __forceinline__ float f16_to_f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ u32 pack_bf16(float lo, float hi) { u32 r; asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r; }
+__device__ __forceinline__ u32 pack_f16(float lo, float hi) { u32 r; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r; }
+template <int KIND> __device__ __forceinline__ u32 pack2(float lo, float hi);
+template <> __device__ __forceinline__ u32 pack2<1>(float lo, float hi) { return pack_bf16(lo, hi); }
+template <> __device__ __forceinline__ u32 pack2<2>(float lo, float hi) { return pack_f16(lo, hi); }
+// KIND: 0 = fp32, 1 = bf16, 2 = fp16
+template <int KIND> __device__ __forceinline__ float load_elem(const void* p, size_t i);
+template <> __device__ __forceinline__ float load_elem<0>(const void* p, size_t i) { return ((const float*)p)[i]; }
+template <> __device__ __forceinline__ float load_elem<1>(const void* p, size_t i) { return bf16_to_f(((const u16*)p)[i]); }
+template <> __device__ __forceinline__ float load_elem<2>(const void* p, size_t i) { return f16_to_f(((const u16*)p)[i]); }
+__device__ __forceinline__ float fast_exp2(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
+
+extern "C" __global__ void convert_f32_bf16(const float* in, u16* out, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        out[i] = (u16)(pack_bf16(in[i], 0.f) & 0xffffu);
+}
+extern "C" __global__ void convert_f32_f16(const float* in, u16* out, long long n) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
+        out[i] = (u16)(pack_f16(in[i], 0.f) & 0xffffu);
+}
+
+// Benchmark inputs: x_i ~ N(0, 1) from a counter hash of (seed, i) (Box-Muller), rounded to
+// bf16 (kind 1) or fp16 (kind 2).
+__device__ __forceinline__ unsigned long long mix64(unsigned long long z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+extern "C" __global__ void fill_normal_16(u16* out, long long n, unsigned long long seed, int kind) {
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        const unsigned long long b = mix64(seed ^ mix64((unsigned long long)i));
+        const float u1 = ((float)(b >> 40) + 1.f) * (1.f / 16777216.f);
+        const float u2 = (float)((b >> 8) & 0xffffffull) * (1.f / 16777216.f);
+        const float v = sqrtf(-2.f * logf(u1)) * cospif(2.f * u2);
+        out[i] = (u16)((kind == 2 ? pack_f16(v, 0.f) : pack_bf16(v, 0.f)) & 0xffffu);
+    }
+}
+
+// ---- sortLSH: hashing and the stable counting sort ----
+// Segment fields (ints): which tensor (0 = Q, 1 = K), head (global index in that tensor), first
+// stored row, length, offset of the directions (floats), offset in the bucket/order arrays,
+// offset of the counts, chunks, rows per chunk.
+#define SEG_TENSOR 0
+#define SEG_HEAD 1
+#define SEG_FIRST 2
+#define SEG_LEN 3
+#define SEG_DIR 4
+#define SEG_ORD 5
+#define SEG_CNT 6
+#define SEG_CHUNKS 7
+#define SEG_RPC 8
+#define SEG_FIELDS 9
+
+template <int KIND, int D>
+__device__ __forceinline__ void hash_count_impl(
+    const void* Q, const void* K, int nQ, int nK, const int* segs, const int* chunks, int numChunks,
+    const float* dirs, int bits, u16* buckets, int* counts) {
+    int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    if (warp >= numChunks) return;
+    const int segi = chunks[2 * warp], ci = chunks[2 * warp + 1];
+    const int* s = segs + segi * SEG_FIELDS;
+    const void* base = s[SEG_TENSOR] == 0 ? Q : K;
+    const int nRows = s[SEG_TENSOR] == 0 ? nQ : nK;
+    const size_t rowBase = (size_t)s[SEG_HEAD] * nRows + s[SEG_FIRST];
+    const float* w = dirs + s[SEG_DIR];
+    const int nch = s[SEG_CHUNKS], rpc = s[SEG_RPC];
+    const int lo = ci * rpc, hi = min(s[SEG_LEN], lo + rpc);
+    for (int b0 = lo; b0 < hi; b0 += 32) {
+        const int i = b0 + lane;
+        const bool valid = i < hi;
+        u32 bucket = 0;
+        if (valid) {
+            float x[D];
+#pragma unroll
+            for (int c = 0; c < D; c++) x[c] = load_elem<KIND>(base, (rowBase + i) * D + c);
+            u32 code = 0;
+            for (int j = 0; j < bits; j++) {
+                // The CPU's order: 16 lanes of fused multiply-adds, then a halving tree.
+                float acc[16];
+#pragma unroll
+                for (int l = 0; l < 16; l++) acc[l] = 0.f;
+#pragma unroll
+                for (int c0 = 0; c0 < D; c0 += 16) {
+#pragma unroll
+                    for (int l = 0; l < 16; l++) acc[l] = fmaf(x[c0 + l], w[j * D + c0 + l], acc[l]);
+                }
+#pragma unroll
+                for (int l = 0; l < 8; l++) acc[l] = __fadd_rn(acc[l], acc[l + 8]);
+#pragma unroll
+                for (int l = 0; l < 4; l++) acc[l] = __fadd_rn(acc[l], acc[l + 4]);
+#pragma unroll
+                for (int l = 0; l < 2; l++) acc[l] = __fadd_rn(acc[l], acc[l + 2]);
+                const float dot = __fadd_rn(acc[0], acc[1]);
+                if (dot > 0.f) code |= 1u << j;
+            }
+            code ^= code >> 1; code ^= code >> 2; code ^= code >> 4; code ^= code >> 8;  // inverse Gray code
+            bucket = code;
+            buckets[s[SEG_ORD] + i] = (u16)bucket;
+        }
+        const unsigned mask = __ballot_sync(0xffffffffu, valid);
+        if (valid) {
+            const unsigned peers = __match_any_sync(mask, bucket);
+            if (__ffs(peers) - 1 == lane) atomicAdd(&counts[s[SEG_CNT] + (int)bucket * nch + ci], __popc(peers));
+        }
+    }
+}
+
+#define HASH_KERNEL(NAME, KIND, D) \
+extern "C" __global__ void NAME(const void* Q, const void* K, int nQ, int nK, const int* segs, const int* chunks, \
+    int numChunks, const float* dirs, int bits, u16* buckets, int* counts) { \
+    hash_count_impl<KIND, D>(Q, K, nQ, nK, segs, chunks, numChunks, dirs, bits, buckets, counts); }
+HASH_KERNEL(hash_count_f32_d64, 0, 64)
+HASH_KERNEL(hash_count_bf16_d64, 1, 64)
+HASH_KERNEL(hash_count_f16_d64, 2, 64)
+HASH_KERNEL(hash_count_f32_d128, 0, 128)
+HASH_KERNEL(hash_count_bf16_d128, 1, 128)
+HASH_KERNEL(hash_count_f16_d128, 2, 128)
+
+// One CTA of 1024 threads per segment: counts[bucket][chunk] → exclusive prefix (bucket-major,
+// chunk-minor), i.e. the first sorted position of each chunk's rows of each bucket.
+extern "C" __global__ void __launch_bounds__(1024) scan_counts(int* counts, const int* segs, int bits) {
+    __shared__ int warpSums[32];
+    const int* s = segs + blockIdx.x * SEG_FIELDS;
+    int* c = counts + s[SEG_CNT];
+    const int len = (1 << bits) * s[SEG_CHUNKS];
+    const int per = (len + blockDim.x - 1) / blockDim.x;
+    const int lo = min(len, (int)threadIdx.x * per), hi = min(len, lo + per);
+    int sum = 0;
+    for (int i = lo; i < hi; i++) sum += c[i];
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    int incl = sum;
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        int v = __shfl_up_sync(0xffffffffu, incl, off);
+        if (lane >= off) incl += v;
+    }
+    if (lane == 31) warpSums[wid] = incl;
+    __syncthreads();
+    if (wid == 0) {
+        int v = lane < (int)(blockDim.x >> 5) ? warpSums[lane] : 0;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            int u = __shfl_up_sync(0xffffffffu, v, off);
+            if (lane >= off) v += u;
+        }
+        warpSums[lane] = v;
+    }
+    __syncthreads();
+    int prefix = (wid > 0 ? warpSums[wid - 1] : 0) + incl - sum;
+    for (int i = lo; i < hi; i++) {
+        int t = c[i];
+        c[i] = prefix;
+        prefix += t;
+    }
+}
+
+// The stable scatter: one warp per chunk, rows in order, ranks among equal buckets by lane.
+extern "C" __global__ void scatter_order(const int* segs, const int* chunks, int numChunks, const u16* buckets, int* offsets, int* order) {
+    int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    if (warp >= numChunks) return;
+    const int segi = chunks[2 * warp], ci = chunks[2 * warp + 1];
+    const int* s = segs + segi * SEG_FIELDS;
+    const int nch = s[SEG_CHUNKS], rpc = s[SEG_RPC];
+    const int lo = ci * rpc, hi = min(s[SEG_LEN], lo + rpc);
+    for (int b0 = lo; b0 < hi; b0 += 32) {
+        const int i = b0 + lane;
+        const bool valid = i < hi;
+        const unsigned mask = __ballot_sync(0xffffffffu, valid);
+        unsigned peers = 0;
+        volatile int* slot = 0;
+        if (valid) {
+            const u32 b = buckets[s[SEG_ORD] + i];
+            peers = __match_any_sync(mask, b);
+            slot = (volatile int*)&offsets[s[SEG_CNT] + (int)b * nch + ci];
+            const int pos = *slot + __popc(peers & ((1u << lane) - 1u));
+            order[s[SEG_ORD] + pos] = i;
+        }
+        __syncwarp();
+        if (valid && __ffs(peers) - 1 == lane) *slot = *slot + __popc(peers);
+        __syncwarp();
+    }
+}
+
+// ---- Control variate: D_j = Σ_{k∉B_j} v_k − Σ_{s∉B_j} w_s v_s per block j of a piece ----
+// Block fields: kvHead, kBase, kOrd, kFirst, kCount, sOff, sCount.
+template <int KIND>
+__device__ __forceinline__ void cv_block_sums_impl(const void* V, int nK, int dv, const int* blocks, const int* kOrder,
+    const int* samplePos, const float* sampleW, double* blockSum, double* inBlock) {
+    const int* b = blocks + blockIdx.x * 7;
+    const int c = threadIdx.x;
+    if (c >= dv) return;
+    const size_t headBase = (size_t)b[0] * nK;
+    const int kBase = b[1], kOrd = b[2], kFirst = b[3], kCount = b[4];
+    double sum = 0, in = 0;
+    for (int p = kFirst; p < kFirst + kCount; p++)
+        sum += (double)load_elem<KIND>(V, (headBase + kBase + kOrder[kOrd + p]) * dv + c);
+    for (int s = 0; s < b[6]; s++) {
+        const int pos = samplePos[b[5] + s];
+        if (pos >= kFirst && pos < kFirst + kCount)
+            in += (double)sampleW[b[5] + s] * (double)load_elem<KIND>(V, (headBase + kBase + kOrder[kOrd + pos]) * dv + c);
+    }
+    blockSum[(size_t)blockIdx.x * dv + c] = sum;
+    inBlock[(size_t)blockIdx.x * dv + c] = in;
+}
+// Piece fields: firstBlock, blockCount, kvHead, kBase, kOrd, sOff, sCount.
+template <int KIND>
+__device__ __forceinline__ void cv_finish_impl(const void* V, int nK, int dv, const int* pieces, const int* kOrder,
+    const int* samplePos, const float* sampleW, const double* blockSum, const double* inBlock, float* correction) {
+    const int* p = pieces + blockIdx.x * 7;
+    const int c = threadIdx.x;
+    if (c >= dv) return;
+    const size_t headBase = (size_t)p[2] * nK;
+    double node = 0, all = 0;
+    for (int j = 0; j < p[1]; j++) node += blockSum[(size_t)(p[0] + j) * dv + c];
+    for (int s = 0; s < p[6]; s++) {
+        const int pos = samplePos[p[5] + s];
+        all += (double)sampleW[p[5] + s] * (double)load_elem<KIND>(V, (headBase + p[3] + kOrder[p[4] + pos]) * dv + c);
+    }
+    for (int j = 0; j < p[1]; j++) {
+        const size_t e = (size_t)(p[0] + j) * dv + c;
+        correction[e] = (float)(node - blockSum[e] - (all - inBlock[e]));
+    }
+}
+#define CV_KERNELS(SUFFIX, KIND) \
+extern "C" __global__ void cv_block_sums_##SUFFIX(const void* V, int nK, int dv, const int* blocks, const int* kOrder, \
+    const int* samplePos, const float* sampleW, double* blockSum, double* inBlock) { \
+    cv_block_sums_impl<KIND>(V, nK, dv, blocks, kOrder, samplePos, sampleW, blockSum, inBlock); } \
+extern "C" __global__ void cv_finish_##SUFFIX(const void* V, int nK, int dv, const int* pieces, const int* kOrder, \
+    const int* samplePos, const float* sampleW, const double* blockSum, const double* inBlock, float* correction) { \
+    cv_finish_impl<KIND>(V, nK, dv, pieces, kOrder, samplePos, sampleW, blockSum, inBlock, correction); }
+CV_KERNELS(bf16, 1)
+CV_KERNELS(f16, 2)
+
+// ---- The fused attention tile kernel ----
+#define T_HEAD 0
+#define T_KVHEAD 1
+#define T_QFIRST 2
+#define T_QCOUNT 3
+#define T_KFIRST 4
+#define T_KCOUNT 5
+#define T_CAUSAL 6
+#define T_QBASE 7
+#define T_KBASE 8
+#define T_QORD 9
+#define T_KORD 10
+#define T_SOFF 11
+#define T_SCOUNT 12
+#define T_FLAGS 13
+#define T_CVROW 14
+#define T_OUTSIDE 15
+#define T_FIELDS 16
+#define FLAG_MERGE 1
+#define FLAG_CV 2
+#define BR 128
+#define NTHREADS 256
+
+__device__ __forceinline__ u32 smem_u32(const void* p) {
+    u32 r;
+    asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+    return r;
+}
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int srcBytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(smem_u32(smem)), "l"(gmem), "r"(srcBytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+__device__ __forceinline__ void ldmatrix_x4(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(smem_u32(p)));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(smem_u32(p)));
+}
+template <int KIND> __device__ __forceinline__ void mma16816(float* d, const u32* a, u32 b0, u32 b1);
+template <> __device__ __forceinline__ void mma16816<1>(float* d, const u32* a, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <> __device__ __forceinline__ void mma16816<2>(float* d, const u32* a, u32 b0, u32 b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int KIND, int D, int BC>
+__device__ __forceinline__ void attn_impl(
+    const u16* __restrict__ Q, const u16* __restrict__ K, const u16* __restrict__ V, float* __restrict__ O, float* __restrict__ L,
+    int nQ, int nK, const int* __restrict__ tiles, const int* __restrict__ qOrder, const int* __restrict__ kOrder,
+    const int* __restrict__ samplePos, const float* __restrict__ sampleLog2W, const float* __restrict__ cvD, float scaleLog2) {
+    constexpr int STRIDE = D + 8;  // halves; 16-byte rows shifted by one bank group: ldmatrix conflict-free
+    __shared__ __align__(16) u16 sK[2][BC][STRIDE];
+    __shared__ __align__(16) u16 sV[2][BC][STRIDE];
+    __shared__ float sBias[2][BC];
+    __shared__ int sRowQ[BR];
+
+    const int* tile = tiles + (size_t)blockIdx.x * T_FIELDS;
+    const int head = tile[T_HEAD], kvHead = tile[T_KVHEAD];
+    const int qFirst = tile[T_QFIRST], qCount = tile[T_QCOUNT];
+    const int kFirst = tile[T_KFIRST], kCount = tile[T_KCOUNT];
+    const bool causal = tile[T_CAUSAL] != 0;
+    const int qBase = tile[T_QBASE], kBase = tile[T_KBASE], qOrd = tile[T_QORD], kOrd = tile[T_KORD];
+    const int sOff = tile[T_SOFF], sCount = tile[T_SCOUNT], flags = tile[T_FLAGS];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
+
+    if (tid < BR) sRowQ[tid] = tid < qCount ? (qOrd >= 0 ? qBase + qOrder[qOrd + qFirst + tid] : qFirst + tid) : -1;
+
+    const int nKeyTiles = (kCount + BC - 1) / BC;
+    const int nTiles = nKeyTiles + (sCount + BC - 1) / BC;
+    const u16* Kh = K + (size_t)kvHead * nK * D;
+    const u16* Vh = V + (size_t)kvHead * nK * D;
+
+    auto loadTile = [&](int stage, int t) {
+        const bool sample = t >= nKeyTiles;
+        const int start = (sample ? t - nKeyTiles : t) * BC;
+        const int count = min(BC, (sample ? sCount : kCount) - start);
+        constexpr int CPR = D / 8;  // 16-byte chunks per row
+#pragma unroll
+        for (int idx = tid; idx < BC * CPR; idx += NTHREADS) {
+            const int r = idx / CPR, c = idx % CPR;
+            const bool valid = r < count;
+            int row = 0;
+            if (valid) {
+                const int j = start + r;
+                row = sample ? kBase + kOrder[kOrd + samplePos[sOff + j]] : (kOrd >= 0 ? kBase + kOrder[kOrd + kFirst + j] : kFirst + j);
+            }
+            cp_async16(&sK[stage][r][c * 8], Kh + (size_t)row * D + c * 8, valid ? 16 : 0);
+            cp_async16(&sV[stage][r][c * 8], Vh + (size_t)row * D + c * 8, valid ? 16 : 0);
+        }
+        if (tid < BC) {
+            float bias = NEG_INF;
+            if (tid < count) {
+                if (sample) {
+                    const int pos = samplePos[sOff + start + tid];
+                    bias = (pos >= kFirst && pos < kFirst + kCount) ? NEG_INF : sampleLog2W[sOff + start + tid];
+                } else {
+                    bias = 0.f;
+                }
+            }
+            sBias[stage][tid] = bias;
+        }
+    };
+
+    if (nTiles > 0) loadTile(0, 0);
+    cp_async_commit();
+    __syncthreads();
+
+    const int r0 = warp * 16 + g, r1 = r0 + 8;
+    const int qrow0 = sRowQ[r0], qrow1 = sRowQ[r1];
+    u32 qf[D / 16][4];
+    {
+        const u16* q0 = Q + ((size_t)head * nQ + (qrow0 >= 0 ? qrow0 : 0)) * D;
+        const u16* q1 = Q + ((size_t)head * nQ + (qrow1 >= 0 ? qrow1 : 0)) * D;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; kk++) {
+            qf[kk][0] = qrow0 >= 0 ? *(const u32*)(q0 + kk * 16 + 2 * t4) : 0u;
+            qf[kk][1] = qrow1 >= 0 ? *(const u32*)(q1 + kk * 16 + 2 * t4) : 0u;
+            qf[kk][2] = qrow0 >= 0 ? *(const u32*)(q0 + kk * 16 + 8 + 2 * t4) : 0u;
+            qf[kk][3] = qrow1 >= 0 ? *(const u32*)(q1 + kk * 16 + 8 + 2 * t4) : 0u;
+        }
+    }
+    // Causal tiles are exact tiles: query rows are qFirst + i, key rows kFirst + j.
+    const int warpLastRow = qFirst + min(warp * 16 + 15, qCount - 1);
+
+    float o[D / 8][4];
+#pragma unroll
+    for (int nd = 0; nd < D / 8; nd++) { o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f; }
+    float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f, ls0 = 0.f, ls1 = 0.f;
+
+    for (int t = 0; t < nTiles; t++) {
+        if (t + 1 < nTiles) loadTile((t + 1) & 1, t + 1);
+        cp_async_commit();
+        cp_async_wait1();
+        __syncthreads();
+        const int stage = t & 1;
+        const bool sample = t >= nKeyTiles;
+        const int keyRow0 = kFirst + t * BC;  // causal tiles only
+        const bool skip = causal && (keyRow0 > warpLastRow || warp * 16 >= qCount);
+        if (!skip) {
+            float s[BC / 8][4];
+#pragma unroll
+            for (int nt = 0; nt < BC / 8; nt++) { s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f; }
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) {
+#pragma unroll
+                for (int nt = 0; nt < BC / 8; nt += 2) {
+                    u32 b0, b1, b2, b3;
+                    ldmatrix_x4(b0, b1, b2, b3, &sK[stage][nt * 8 + ((lane >> 4) & 1) * 8 + (lane & 7)][kk * 16 + ((lane >> 3) & 1) * 8]);
+                    mma16816<KIND>(s[nt], qf[kk], b0, b1);
+                    mma16816<KIND>(s[nt + 1], qf[kk], b2, b3);
+                }
+            }
+            float mx0 = NEG_INF, mx1 = NEG_INF;
+#pragma unroll
+            for (int nt = 0; nt < BC / 8; nt++) {
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int col = nt * 8 + 2 * t4 + (e & 1);
+                    float v = s[nt][e] * scaleLog2 + sBias[stage][col];
+                    if (causal && keyRow0 + col > (e < 2 ? qFirst + r0 : qFirst + r1)) v = NEG_INF;
+                    s[nt][e] = v;
+                }
+                mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
+                mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
+            }
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+            const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
+            const float u0 = n0 == NEG_INF ? 0.f : n0, u1 = n1 == NEG_INF ? 0.f : n1;
+            const float a0 = fast_exp2(m0 - u0), a1 = fast_exp2(m1 - u1);
+            float sum0 = 0.f, sum1 = 0.f;
+#pragma unroll
+            for (int nt = 0; nt < BC / 8; nt++) {
+                s[nt][0] = fast_exp2(s[nt][0] - u0);
+                s[nt][1] = fast_exp2(s[nt][1] - u0);
+                s[nt][2] = fast_exp2(s[nt][2] - u1);
+                s[nt][3] = fast_exp2(s[nt][3] - u1);
+                sum0 += s[nt][0] + s[nt][1];
+                sum1 += s[nt][2] + s[nt][3];
+            }
+            l0 = l0 * a0 + sum0;
+            l1 = l1 * a1 + sum1;
+            ls0 = ls0 * a0 + (sample ? sum0 : 0.f);
+            ls1 = ls1 * a1 + (sample ? sum1 : 0.f);
+            m0 = n0;
+            m1 = n1;
+#pragma unroll
+            for (int nd = 0; nd < D / 8; nd++) { o[nd][0] *= a0; o[nd][1] *= a0; o[nd][2] *= a1; o[nd][3] *= a1; }
+#pragma unroll
+            for (int ks = 0; ks < BC / 16; ks++) {
+                u32 a[4];
+                a[0] = pack2<KIND>(s[2 * ks][0], s[2 * ks][1]);
+                a[1] = pack2<KIND>(s[2 * ks][2], s[2 * ks][3]);
+                a[2] = pack2<KIND>(s[2 * ks + 1][0], s[2 * ks + 1][1]);
+                a[3] = pack2<KIND>(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+#pragma unroll
+                for (int nd = 0; nd < D / 8; nd += 2) {
+                    u32 b0, b1, b2, b3;
+                    ldmatrix_x4_trans(b0, b1, b2, b3, &sV[stage][ks * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][nd * 8 + (lane >> 4) * 8]);
+                    mma16816<KIND>(o[nd], a, b0, b1);
+                    mma16816<KIND>(o[nd + 1], a, b2, b3);
+                }
+            }
+        }
+        __syncthreads();
+    }
+
+    // Epilogue: row sums over the quad, control variate, normalise, write or merge.
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+    ls0 += __shfl_xor_sync(0xffffffffu, ls0, 1);
+    ls0 += __shfl_xor_sync(0xffffffffu, ls0, 2);
+    ls1 += __shfl_xor_sync(0xffffffffu, ls1, 1);
+    ls1 += __shfl_xor_sync(0xffffffffu, ls1, 2);
+    if ((flags & FLAG_CV) && tile[T_OUTSIDE] > 0) {
+        const float* corr = cvD + (size_t)tile[T_CVROW] * D;
+        const float w0 = m0 == NEG_INF ? 0.f : (float)((double)ls0 / (double)tile[T_OUTSIDE]);
+        const float w1 = m1 == NEG_INF ? 0.f : (float)((double)ls1 / (double)tile[T_OUTSIDE]);
+#pragma unroll
+        for (int nd = 0; nd < D / 8; nd++) {
+            const float c0 = corr[nd * 8 + 2 * t4], c1 = corr[nd * 8 + 2 * t4 + 1];
+            o[nd][0] += w0 * c0; o[nd][1] += w0 * c1;
+            o[nd][2] += w1 * c0; o[nd][3] += w1 * c1;
+        }
+    }
+    const bool merge = (flags & FLAG_MERGE) != 0;
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        const int qrow = half == 0 ? qrow0 : qrow1;
+        const float l = half == 0 ? l0 : l1, m = half == 0 ? m0 : m1;
+        const float lse = l > 0.f ? (m + log2f(l)) * LN2 : NEG_INF;
+        const float inv = l > 0.f ? 1.f / l : 0.f;
+        float* out = O + ((size_t)head * nQ + (qrow >= 0 ? qrow : 0)) * D;
+        float* lp = L + (size_t)head * nQ + (qrow >= 0 ? qrow : 0);
+        const float old = qrow >= 0 ? *lp : NEG_INF;
+        __syncwarp();
+        if (qrow >= 0) {
+            if (!merge || old == NEG_INF) {
+#pragma unroll
+                for (int nd = 0; nd < D / 8; nd++)
+                    *(float2*)(out + nd * 8 + 2 * t4) = make_float2(o[nd][2 * half] * inv, o[nd][2 * half + 1] * inv);
+                if (t4 == 0) *lp = lse;
+            } else if (lse > NEG_INF) {
+                const float mm = fmaxf(old, lse);
+                const float total = mm + logf(expf(old - mm) + expf(lse - mm));
+                const float wOld = expf(old - total), wNew = expf(lse - total) * inv;
+#pragma unroll
+                for (int nd = 0; nd < D / 8; nd++) {
+                    float2 prev = *(float2*)(out + nd * 8 + 2 * t4);
+                    *(float2*)(out + nd * 8 + 2 * t4) =
+                        make_float2(prev.x * wOld + o[nd][2 * half] * wNew, prev.y * wOld + o[nd][2 * half + 1] * wNew);
+                }
+                if (t4 == 0) *lp = total;
+            }
+        }
+    }
+}
+
+#define ATTN_KERNEL(NAME, KIND, D, BC) \
+extern "C" __global__ void __launch_bounds__(NTHREADS, 2) NAME( \
+    const u16* Q, const u16* K, const u16* V, float* O, float* L, int nQ, int nK, const int* tiles, const int* qOrder, \
+    const int* kOrder, const int* samplePos, const float* sampleLog2W, const float* cvD, float scaleLog2) { \
+    attn_impl<KIND, D, BC>(Q, K, V, O, L, nQ, nK, tiles, qOrder, kOrder, samplePos, sampleLog2W, cvD, scaleLog2); }
+ATTN_KERNEL(attn_bf16_d64, 1, 64, 64)
+ATTN_KERNEL(attn_f16_d64, 2, 64, 64)
+ATTN_KERNEL(attn_bf16_d128, 1, 128, 32)
+ATTN_KERNEL(attn_f16_d128, 2, 128, 32)
+"""#
