@@ -26,6 +26,11 @@ public struct DistributedAttention: SequenceParallelAttention {
     /// The global problem.
     public let shape: AttentionShape
     public let options: AttentionOptions
+    /// Exchange buffers, kept from call to call: a fresh buffer's pages are zeroed by the kernel
+    /// at first touch, which measured slower than the exchange itself. They hold about 3× this
+    /// rank's Q+K+V+O rows of one head and are freed with the last copy of this value. One call
+    /// at a time per instance (as MPI collectives on one communicator require anyway).
+    let scratch = ExchangeScratch()
 
     /// The tokens of 0..<count that rank `rank` of `ranks` owns.
     public static func tokenRange(rank: Int, ranks: Int, count: Int) -> Range<Int> {
@@ -165,6 +170,8 @@ struct DistributedRun {
     var report: DistributedReport
     /// Whether (o, lse) or only o goes back to a row's owner from a rectangle that does not merge.
     let returnsLogSumExp: Bool
+    /// Exchange buffers reused by every rectangle (the attention's, kept between calls).
+    var scratch: ExchangeScratch { attention.scratch }
 
     var comm: Communicator { attention.communicator }
     var shape: AttentionShape { attention.shape }
@@ -305,4 +312,35 @@ struct DistributedRun {
 func clamp(_ rows: Range<Int>, to bounds: Range<Int>) -> Range<Int> {
     let lo = max(rows.lowerBound, bounds.lowerBound), hi = min(rows.upperBound, bounds.upperBound)
     return lo < hi ? lo..<hi : lo..<lo
+}
+
+/// Growable buffers for the row exchanges of distributed calls, reused by every rectangle
+/// (every head and level, and the next call): a fresh buffer's pages are zeroed by the kernel
+/// at first touch, which cost more than the copies themselves. Buffers of 2 MiB or more are offered to
+/// transparent huge pages. Contents are not initialised.
+final class ExchangeScratch {
+    enum Slot: Int, CaseIterable {
+        case sendQ, sendKV, receivedQ, receivedKV, sortedQ, sortedK, sortedV, results, back, returned
+    }
+
+    private var buffers: [UnsafeMutableBufferPointer<Float>?] = Array(repeating: nil, count: Slot.allCases.count)
+
+    /// The buffer of `slot`, with room for at least `count` floats (valid until the next call
+    /// for the same slot with a larger count).
+    func buffer(_ slot: Slot, count: Int) -> UnsafeMutableBufferPointer<Float> {
+        if let b = buffers[slot.rawValue], b.count >= count {
+            return UnsafeMutableBufferPointer(rebasing: b[0..<count])
+        }
+        buffers[slot.rawValue]?.deallocate()
+        let capacity = max(count, 1), bytes = capacity * 4, huge = 2 << 20
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: bytes >= huge ? huge : 64)
+        #if os(Linux)
+        if bytes >= huge { _ = madvise(raw, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE) }
+        #endif
+        let b = UnsafeMutableBufferPointer(start: raw.bindMemory(to: Float.self, capacity: capacity), count: capacity)
+        buffers[slot.rawValue] = b
+        return UnsafeMutableBufferPointer(rebasing: b[0..<count])
+    }
+
+    deinit { for b in buffers { b?.deallocate() } }
 }

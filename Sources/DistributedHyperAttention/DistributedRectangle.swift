@@ -123,43 +123,56 @@ struct DistributedRectangle {
             return positions
         }
 
-        // Q rows (d floats each), in ascending sorted position.
-        var sendQ = [Float]()
-        sendQ.reserveCapacity(myQ.count * d)
-        for i in mineQ.order { sendQ += UnsafeBufferPointer(start: ex.queryRow(h, myQ.lowerBound + i), count: d) }
-        let queryCounts = sendCounts(mineQ.positions, length: nq)
-        let receivedQ = try comm.allToAllv(sendQ, sendCounts: queryCounts.map { $0 * d })
-        // K|V rows (d + d_v floats each), in ascending sorted position.
-        var sendKV = [Float]()
-        sendKV.reserveCapacity(myK.count * (d + dv))
-        for i in mineK.order {
-            sendKV += UnsafeBufferPointer(start: ex.keyRow(h, myK.lowerBound + i), count: d)
-            sendKV += UnsafeBufferPointer(start: ex.valueRow(h, myK.lowerBound + i), count: dv)
+        /// How many rows of sorted positions `range` each rank holds (what it sends here).
+        func receiveCounts(_ layout: (start: [Int], rankStart: [[Int]]), offset: Int, range: Range<Int>) -> [Int] {
+            (0..<ranks).map { r in
+                (0..<buckets).reduce(0) { total, b in
+                    let first = layout.rankStart[r][b], count = Int(all[r * 2 * buckets + offset + b])
+                    return total + max(0, min(first + count, range.upperBound) - max(first, range.lowerBound))
+                }
+            }
         }
-        let receivedKV = try comm.allToAllv(sendKV, sendCounts: sendCounts(mineK.positions, length: nk).map { $0 * (d + dv) })
-        run.report.bytesSent += 4 * (sendQ.count + sendKV.count) + 2 * 8 * ranks
-        run.report.bytesReceived += 4 * (receivedQ.values.count + receivedKV.values.count) + 2 * 8 * ranks
 
-        // Lay the received rows out in sorted order (positions qStart..<qEnd, kStart..<kEnd).
+        // Q rows (d floats each) and K|V rows (d + d_v floats each), in ascending sorted
+        // position, through buffers reused by every rectangle of the call (fresh pages would be
+        // zeroed by the kernel on first touch, every time).
+        let scratch = run.scratch
+        let sendQ = scratch.buffer(.sendQ, count: myQ.count * d)
+        for (k, i) in mineQ.order.enumerated() {
+            copyRow(from: ex.queryRow(h, myQ.lowerBound + i), to: sendQ.baseAddress! + k * d, count: d)
+        }
+        let sendKV = scratch.buffer(.sendKV, count: myK.count * (d + dv))
+        for (k, i) in mineK.order.enumerated() {
+            let row = sendKV.baseAddress! + k * (d + dv)
+            copyRow(from: ex.keyRow(h, myK.lowerBound + i), to: row, count: d)
+            copyRow(from: ex.valueRow(h, myK.lowerBound + i), to: row + d, count: dv)
+        }
+        // Where the received rows go: every rank knows every rank's positions from the counts.
         let arrivingQ = arrivingPositions(queryLayout, offset: 0, range: qStart..<qEnd)
         let arrivingK = arrivingPositions(keyLayout, offset: buckets, range: kStart..<kEnd)
-        precondition(arrivingQ.count * d == receivedQ.values.count && arrivingK.count * (d + dv) == receivedKV.values.count,
-                     "distributed sort: received rows do not match the histograms")
-        var sortedQ = [Float](repeating: 0, count: (qEnd - qStart) * d)
+        let querySendCounts = sendCounts(mineQ.positions, length: nq)
+        let queryReceiveCounts = receiveCounts(queryLayout, offset: 0, range: qStart..<qEnd)
+        let receivedQ = scratch.buffer(.receivedQ, count: arrivingQ.count * d)
+        try comm.allToAllv(UnsafeBufferPointer(sendQ), partition: BufferPartition(counts: querySendCounts.map { $0 * d }),
+                           into: receivedQ, partition: BufferPartition(counts: queryReceiveCounts.map { $0 * d }))
+        let receivedKV = scratch.buffer(.receivedKV, count: arrivingK.count * (d + dv))
+        try comm.allToAllv(UnsafeBufferPointer(sendKV), partition: BufferPartition(counts: sendCounts(mineK.positions, length: nk).map { $0 * (d + dv) }),
+                           into: receivedKV, partition: BufferPartition(counts: receiveCounts(keyLayout, offset: buckets, range: kStart..<kEnd).map { $0 * (d + dv) }))
+        run.report.bytesSent += 4 * (sendQ.count + sendKV.count)
+        run.report.bytesReceived += 4 * (receivedQ.count + receivedKV.count)
+
+        // Lay the received rows out in sorted order (positions qStart..<qEnd, kStart..<kEnd).
+        let sortedQ = scratch.buffer(.sortedQ, count: (qEnd - qStart) * d)
         let querySlotOfReceived = arrivingQ.map { $0 - qStart }
-        receivedQ.values.withUnsafeBufferPointer { r in
-            for (i, slot) in querySlotOfReceived.enumerated() {
-                for c in 0..<d { sortedQ[slot * d + c] = r[i * d + c] }
-            }
+        for (i, slot) in querySlotOfReceived.enumerated() {
+            copyRow(from: receivedQ.baseAddress! + i * d, to: sortedQ.baseAddress! + slot * d, count: d)
         }
-        var sortedK = [Float](repeating: 0, count: (kEnd - kStart) * d)
-        var sortedV = [Float](repeating: 0, count: (kEnd - kStart) * dv)
-        receivedKV.values.withUnsafeBufferPointer { r in
-            for (i, p) in arrivingK.enumerated() {
-                let row = r.baseAddress! + i * (d + dv), slot = p - kStart
-                for c in 0..<d { sortedK[slot * d + c] = row[c] }
-                for c in 0..<dv { sortedV[slot * dv + c] = row[d + c] }
-            }
+        let sortedK = scratch.buffer(.sortedK, count: (kEnd - kStart) * d)
+        let sortedV = scratch.buffer(.sortedV, count: (kEnd - kStart) * dv)
+        for (i, p) in arrivingK.enumerated() {
+            let row = receivedKV.baseAddress! + i * (d + dv), slot = p - kStart
+            copyRow(from: row, to: sortedK.baseAddress! + slot * d, count: d)
+            copyRow(from: row + d, to: sortedV.baseAddress! + slot * dv, count: dv)
         }
         run.report.exchangeSeconds += MPIEnvironment.wallTime - t
 
@@ -171,8 +184,8 @@ struct DistributedRectangle {
         for (i, p) in samples.positions.enumerated() where (kStart..<kEnd).contains(Int(p)) {
             let slot = Int(p) - kStart
             contributed.append(Float(bitPattern: UInt32(i)))
-            contributed += sortedK[slot * d ..< (slot + 1) * d]
-            contributed += sortedV[slot * dv ..< (slot + 1) * dv]
+            contributed += UnsafeBufferPointer(start: sortedK.baseAddress! + slot * d, count: d)
+            contributed += UnsafeBufferPointer(start: sortedV.baseAddress! + slot * dv, count: dv)
         }
         let allSamples = try comm.allGatherv(contributed)
         run.report.bytesSent += 4 * contributed.count + 8
@@ -196,15 +209,15 @@ struct DistributedRectangle {
 
         // 5. The block kernel on this rank's blocks (in parallel over blocks).
         t = MPIEnvironment.wallTime
-        var results = [Float](repeating: 0, count: (qEnd - qStart) * (dv + 1))
+        let results = scratch.buffer(.results, count: (qEnd - qStart) * (dv + 1))
         let blockList = Array(myBlocks)
         let pairCounter = PairCounter(count: blockList.count)
         let scaleLog2 = ex.scaleLog2
-        sortedQ.withUnsafeBufferPointer { sq in
-            sortedK.withUnsafeBufferPointer { sk in
-                sortedV.withUnsafeBufferPointer { sv in
-                    results.withUnsafeMutableBufferPointer { res in
-                        let ptrs = BlockPointers(q: sq.baseAddress!, k: sk.baseAddress!, v: sv.baseAddress!, results: res.baseAddress!)
+        do {
+            do {
+                do {
+                    do {
+                        let ptrs = BlockPointers(q: sortedQ.baseAddress!, k: sortedK.baseAddress!, v: sortedV.baseAddress!, results: results.baseAddress!)
                         parallelFor(blockList.count, threads: ex.threads) { b, worker in
                             let j = blockList[b]
                             let ws = ex.workspaces[worker]
@@ -240,13 +253,17 @@ struct DistributedRectangle {
         t = MPIEnvironment.wallTime
         let withLse = piece.merge || run.returnsLogSumExp
         let width = withLse ? dv + 1 : dv
-        var back = [Float]()
-        back.reserveCapacity(querySlotOfReceived.count * width)
-        for slot in querySlotOfReceived { back += results[slot * (dv + 1) ..< (slot * (dv + 1) + width)] }
-        let returned = try comm.allToAllv(back, sendCounts: receivedQ.counts.map { $0 / d * width })
-        run.report.bytesSent += 4 * back.count + 8 * ranks
-        run.report.bytesReceived += 4 * returned.values.count + 8 * ranks
-        returned.values.withUnsafeBufferPointer { r in
+        let back = scratch.buffer(.back, count: querySlotOfReceived.count * width)
+        for (k, slot) in querySlotOfReceived.enumerated() {
+            copyRow(from: results.baseAddress! + slot * (dv + 1), to: back.baseAddress! + k * width, count: width)
+        }
+        let returned = scratch.buffer(.returned, count: myQ.count * width)
+        try comm.allToAllv(UnsafeBufferPointer(back), partition: BufferPartition(counts: queryReceiveCounts.map { $0 * width }),
+                           into: returned, partition: BufferPartition(counts: querySendCounts.map { $0 * width }))
+        run.report.bytesSent += 4 * back.count
+        run.report.bytesReceived += 4 * returned.count
+        do {
+            let r = returned
             for (k, i) in mineQ.order.enumerated() {
                 let row = r.baseAddress! + k * width
                 let token = myQ.lowerBound + i

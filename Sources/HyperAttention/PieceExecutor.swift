@@ -213,7 +213,7 @@ final class PreparationTable: @unchecked Sendable {
 }
 
 /// Copies `count` floats (short rows: a plain SIMD loop beats a memmove call).
-@inline(__always) func copyRow(from src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, count: Int) {
+@inline(__always) package func copyRow(from src: UnsafePointer<Float>, to dst: UnsafeMutablePointer<Float>, count: Int) {
     var c = 0
     while c + 16 <= count { dst.storeVec16(src.loadVec16(c), c); c += 16 }
     while c < count { dst[c] = src[c]; c += 1 }
