@@ -231,6 +231,9 @@ public final class DeviceBuffer: @unchecked Sendable {
         precondition(byteOffset + bytes.count <= byteCount, "upload past the end of a device buffer")
         guard bytes.count > 0 else { return }
         try device.driver.check(device.driver.cuMemcpyHtoD(pointer + UInt64(byteOffset), bytes.baseAddress!, bytes.count), "cuMemcpyHtoD(\(bytes.count) bytes)")
+        // From pageable memory the copy may return before its DMA lands, and kernels on a
+        // non-blocking stream would not wait for it: finish it here.
+        try device.synchronize()
     }
 
     /// Copies `count` values of type T from `byteOffset` (`cuMemcpyDtoH`).
@@ -245,6 +248,7 @@ public final class DeviceBuffer: @unchecked Sendable {
     public func download(into bytes: UnsafeMutableRawBufferPointer, at byteOffset: Int = 0) throws {
         precondition(byteOffset + bytes.count <= byteCount, "download past the end of a device buffer")
         guard bytes.count > 0 else { return }
+        try device.synchronize()  // work on non-blocking streams first
         try device.driver.check(device.driver.cuMemcpyDtoH(bytes.baseAddress!, pointer + UInt64(byteOffset), bytes.count), "cuMemcpyDtoH(\(bytes.count) bytes)")
     }
 }

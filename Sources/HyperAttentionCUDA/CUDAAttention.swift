@@ -129,7 +129,8 @@ public final class CUDAAttentionSession: @unchecked Sendable {
     }
 
     /// Enqueues the whole call (every level: hash, sort, control variate, attention tiles).
-    public func enqueue() throws {
+    /// `mark`, when given, is called after each phase with its name (for `profile()`).
+    public func enqueue(mark: ((String) throws -> Void)? = nil) throws {
         let s = shape, dim = s.headDim
         let p16 = precision == .bfloat16 ? "bf16" : "f16"
         let hashKind = queryHash != nil ? "f32" : p16
@@ -150,24 +151,28 @@ public final class CUDAAttentionSession: @unchecked Sendable {
                     .pointer(dev.chunks!.pointer), .int(host.chunkCount), .pointer(dev.directions!.pointer),
                     .int(options.lshBits), .pointer(dev.buckets!.pointer), .pointer(dev.counts!.pointer),
                 ])
+                try mark?("hash")
                 try stream.launch(scan, grid: (host.segmentCount, 1, 1), block: (1024, 1, 1), arguments: [
                     .pointer(dev.counts!.pointer), .pointer(dev.segments!.pointer), .int(options.lshBits),
                 ])
+                try mark?("scan")
                 try stream.launch(scatter, grid: warpsGrid, block: (128, 1, 1), arguments: [
                     .pointer(dev.segments!.pointer), .pointer(dev.chunks!.pointer), .int(host.chunkCount),
                     .pointer(dev.buckets!.pointer), .pointer(dev.counts!.pointer), .pointer(dev.order!.pointer),
                 ])
+                try mark?("scatter")
                 if host.controlBlockCount > 0 && options.estimator == .stratifiedControlVariate {
-                    try stream.launch(blockSums, grid: (host.controlBlockCount, 1, 1), block: (128, 1, 1), arguments: [
+                    try stream.launch(blockSums, grid: (host.controlBlockCount, 1, 1), block: (256, 1, 1), arguments: [
                         .pointer(value16.pointer), .int(s.keyCount), .int(s.valueDim), .pointer(dev.controlBlocks!.pointer),
                         .pointer(dev.order!.pointer), .pointer(dev.samplePositions!.pointer), .pointer(dev.sampleWeights!.pointer),
                         .pointer(dev.blockSum!.pointer), .pointer(dev.inBlock!.pointer),
                     ])
-                    try stream.launch(finish, grid: (host.controlPieceCount, 1, 1), block: (128, 1, 1), arguments: [
+                    try stream.launch(finish, grid: (host.controlPieceCount, 1, 1), block: (256, 1, 1), arguments: [
                         .pointer(value16.pointer), .int(s.keyCount), .int(s.valueDim), .pointer(dev.controlPieces!.pointer),
                         .pointer(dev.order!.pointer), .pointer(dev.samplePositions!.pointer), .pointer(dev.sampleWeights!.pointer),
                         .pointer(dev.blockSum!.pointer), .pointer(dev.inBlock!.pointer), .pointer(dev.correction!.pointer),
                     ])
+                    try mark?("control variate")
                 }
             }
             let order = dev.order?.pointer ?? 0
@@ -177,7 +182,29 @@ public final class CUDAAttentionSession: @unchecked Sendable {
                 .pointer(order), .pointer(order), .pointer(dev.samplePositions?.pointer ?? 0),
                 .pointer(dev.sampleLog2Weights?.pointer ?? 0), .pointer(dev.correction?.pointer ?? 0), .float(scaleLog2),
             ])
+            try mark?(host.segmentCount > 0 ? "attention (hyper levels)" : "attention (exact levels)")
         }
+    }
+
+    /// Milliseconds per phase of one call, summed over levels (CUDA events between phases).
+    public func profile() throws -> [(phase: String, milliseconds: Double)] {
+        try run()
+        var events: [(String, CUDAEvent)] = []
+        let start = try CUDAEvent(device: device)
+        try start.record(on: stream)
+        try enqueue { name in
+            let e = try CUDAEvent(device: self.device)
+            try e.record(on: self.stream)
+            events.append((name, e))
+        }
+        var totals: [(String, Double)] = []
+        var previous = start
+        for (name, e) in events {
+            let ms = try e.milliseconds(since: previous)
+            if let i = totals.firstIndex(where: { $0.0 == name }) { totals[i].1 += ms } else { totals.append((name, ms)) }
+            previous = e
+        }
+        return totals.map { (phase: $0.0, milliseconds: $0.1) }
     }
 
     /// Runs the call and waits for it.

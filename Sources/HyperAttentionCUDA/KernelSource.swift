@@ -218,42 +218,63 @@ extern "C" __global__ void scatter_order(const int* segs, const int* chunks, int
 
 // ---- Control variate: D_j = Σ_{k∉B_j} v_k − Σ_{s∉B_j} w_s v_s per block j of a piece ----
 // Block fields: kvHead, kBase, kOrd, kFirst, kCount, sOff, sCount.
+// 256 threads: groups of dv threads (one per column) split the rows, then reduce in shared memory.
 template <int KIND>
 __device__ __forceinline__ void cv_block_sums_impl(const void* V, int nK, int dv, const int* blocks, const int* kOrder,
     const int* samplePos, const float* sampleW, double* blockSum, double* inBlock) {
+    __shared__ double red[2][256];
     const int* b = blocks + blockIdx.x * 7;
-    const int c = threadIdx.x;
-    if (c >= dv) return;
+    const int groups = blockDim.x / dv, grp = threadIdx.x / dv, c = threadIdx.x % dv;
     const size_t headBase = (size_t)b[0] * nK;
     const int kBase = b[1], kOrd = b[2], kFirst = b[3], kCount = b[4];
     double sum = 0, in = 0;
-    for (int p = kFirst; p < kFirst + kCount; p++)
-        sum += (double)load_elem<KIND>(V, (headBase + kBase + kOrder[kOrd + p]) * dv + c);
-    for (int s = 0; s < b[6]; s++) {
-        const int pos = samplePos[b[5] + s];
-        if (pos >= kFirst && pos < kFirst + kCount)
-            in += (double)sampleW[b[5] + s] * (double)load_elem<KIND>(V, (headBase + kBase + kOrder[kOrd + pos]) * dv + c);
+    if (grp < groups) {
+#pragma unroll 4
+        for (int p = kFirst + grp; p < kFirst + kCount; p += groups)
+            sum += (double)load_elem<KIND>(V, (headBase + kBase + kOrder[kOrd + p]) * dv + c);
+        for (int s = grp; s < b[6]; s += groups) {
+            const int pos = samplePos[b[5] + s];
+            if (pos >= kFirst && pos < kFirst + kCount)
+                in += (double)sampleW[b[5] + s] * (double)load_elem<KIND>(V, (headBase + kBase + kOrder[kOrd + pos]) * dv + c);
+        }
     }
-    blockSum[(size_t)blockIdx.x * dv + c] = sum;
-    inBlock[(size_t)blockIdx.x * dv + c] = in;
+    red[0][threadIdx.x] = sum;
+    red[1][threadIdx.x] = in;
+    __syncthreads();
+    if (grp == 0) {
+        for (int g = 1; g < groups; g++) { sum += red[0][g * dv + c]; in += red[1][g * dv + c]; }
+        blockSum[(size_t)blockIdx.x * dv + c] = sum;
+        inBlock[(size_t)blockIdx.x * dv + c] = in;
+    }
 }
-// Piece fields: firstBlock, blockCount, kvHead, kBase, kOrd, sOff, sCount.
+// Piece fields: firstBlock, blockCount, kvHead, kBase, kOrd, sOff, sCount. 256 threads as above.
 template <int KIND>
 __device__ __forceinline__ void cv_finish_impl(const void* V, int nK, int dv, const int* pieces, const int* kOrder,
     const int* samplePos, const float* sampleW, const double* blockSum, const double* inBlock, float* correction) {
+    __shared__ double red[2][256];
     const int* p = pieces + blockIdx.x * 7;
-    const int c = threadIdx.x;
-    if (c >= dv) return;
+    const int groups = blockDim.x / dv, grp = threadIdx.x / dv, c = threadIdx.x % dv;
     const size_t headBase = (size_t)p[2] * nK;
     double node = 0, all = 0;
-    for (int j = 0; j < p[1]; j++) node += blockSum[(size_t)(p[0] + j) * dv + c];
-    for (int s = 0; s < p[6]; s++) {
-        const int pos = samplePos[p[5] + s];
-        all += (double)sampleW[p[5] + s] * (double)load_elem<KIND>(V, (headBase + p[3] + kOrder[p[4] + pos]) * dv + c);
+    if (grp < groups) {
+#pragma unroll 4
+        for (int j = grp; j < p[1]; j += groups) node += blockSum[(size_t)(p[0] + j) * dv + c];
+        for (int s = grp; s < p[6]; s += groups) {
+            const int pos = samplePos[p[5] + s];
+            all += (double)sampleW[p[5] + s] * (double)load_elem<KIND>(V, (headBase + p[3] + kOrder[p[4] + pos]) * dv + c);
+        }
     }
-    for (int j = 0; j < p[1]; j++) {
-        const size_t e = (size_t)(p[0] + j) * dv + c;
-        correction[e] = (float)(node - blockSum[e] - (all - inBlock[e]));
+    red[0][threadIdx.x] = node;
+    red[1][threadIdx.x] = all;
+    __syncthreads();
+    node = 0;
+    all = 0;
+    for (int g = 0; g < groups; g++) { node += red[0][g * dv + c]; all += red[1][g * dv + c]; }
+    if (grp < groups) {
+        for (int j = grp; j < p[1]; j += groups) {
+            const size_t e = (size_t)(p[0] + j) * dv + c;
+            correction[e] = (float)(node - blockSum[e] - (all - inBlock[e]));
+        }
     }
 }
 #define CV_KERNELS(SUFFIX, KIND) \
@@ -425,13 +446,17 @@ __device__ __forceinline__ void attn_impl(
                 }
             }
             float mx0 = NEG_INF, mx1 = NEG_INF;
+            // Bias (sample weights, masked or missing keys) only on sample tiles and a last partial
+            // key tile; the causal mask only on tiles that reach past the warp's first row.
+            const bool biased = sample || (t + 1) * BC > kCount;
+            const bool diagonal = causal && keyRow0 + BC - 1 > qFirst + warp * 16;
 #pragma unroll
             for (int nt = 0; nt < BC / 8; nt++) {
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     const int col = nt * 8 + 2 * t4 + (e & 1);
-                    float v = s[nt][e] * scaleLog2 + sBias[stage][col];
-                    if (causal && keyRow0 + col > (e < 2 ? qFirst + r0 : qFirst + r1)) v = NEG_INF;
+                    float v = biased ? fmaf(s[nt][e], scaleLog2, sBias[stage][col]) : s[nt][e] * scaleLog2;
+                    if (diagonal && keyRow0 + col > (e < 2 ? qFirst + r0 : qFirst + r1)) v = NEG_INF;
                     s[nt][e] = v;
                 }
                 mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));

@@ -74,6 +74,9 @@ struct Bench: ParsableCommand {
     @OptionGroup(title: "Algorithm")
     var algorithm: CommonAttentionOptions
 
+    @OptionGroup(title: "Backend")
+    var compute: BackendOptions
+
     func validate() throws { try MPILaunch.validating(checkOptions) }
 
     private func checkOptions() throws {
@@ -91,6 +94,13 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        if compute.isCUDA {
+            if MPILaunch.isMPI(flag: mpi) {
+                printError("--backend cuda: not yet available under mpirun (the distributed layer computes on the CPU)")
+                throw ExitCode(1)
+            }
+            return try runGPUBench(compute)
+        }
         if MPILaunch.isMPI(flag: mpi) {
             runDistributed()
         } else {

@@ -54,6 +54,9 @@ struct Run: ParsableCommand {
     @OptionGroup(title: "Algorithm")
     var algorithm: CommonAttentionOptions
 
+    @OptionGroup(title: "Backend")
+    var compute: BackendOptions
+
     func validate() throws {
         let inputs = [("--q", query), ("--k", key), ("--v", value)]
         for (flag, path) in [("--out", out)] + (lse.map { [("--lse", $0)] } ?? []) {
@@ -71,6 +74,10 @@ struct Run: ParsableCommand {
     func run() throws {
         let launch = RunLaunch.current
         if launch.isMPI {
+            if compute.isCUDA {
+                printError("--backend cuda: not yet available under mpirun (the distributed layer computes on the CPU); run one process per GPU")
+                throw ExitCode(1)
+            }
             try runDistributed(launch)
         } else {
             try runSingleProcess()
@@ -94,7 +101,7 @@ struct Run: ParsableCommand {
             return (q, k, v, shape)
         }
         let start = Date()
-        let result = try failing { try attention(query: q, key: k, value: v, options: options) }
+        let result = try failing { try compute.attention(query: q, key: k, value: v, options: compute.applied(to: options)) }
         let seconds = Date().timeIntervalSince(start)
         try failing {
             do { try NPYFile.write(result.output, to: out) } catch { throw CLIError("--out \(error)") }
