@@ -27,7 +27,7 @@ public struct DistributedAttention: SequenceParallelAttention {
     public let shape: AttentionShape
     public let options: AttentionOptions
     /// Exchange buffers, kept from call to call: a fresh buffer's pages are zeroed by the kernel
-    /// at first touch, which measured slower than the exchange itself. They hold about 3× this
+    /// at first touch, which measured slower than the exchange itself. They hold about 2× this
     /// rank's Q+K+V+O rows of one head and are freed with the last copy of this value. One call
     /// at a time per instance (as MPI collectives on one communicator require anyway).
     let scratch = ExchangeScratch()
@@ -320,7 +320,7 @@ func clamp(_ rows: Range<Int>, to bounds: Range<Int>) -> Range<Int> {
 /// transparent huge pages. Contents are not initialised.
 final class ExchangeScratch {
     enum Slot: Int, CaseIterable {
-        case sendQ, sendKV, receivedQ, receivedKV, sortedQ, sortedK, sortedV, results, back, returned
+        case sendQ, sendKV, receivedQ, receivedKV, back, returned
     }
 
     private var buffers: [UnsafeMutableBufferPointer<Float>?] = Array(repeating: nil, count: Slot.allCases.count)

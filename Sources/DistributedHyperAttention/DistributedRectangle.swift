@@ -161,19 +161,15 @@ struct DistributedRectangle {
         run.report.bytesSent += 4 * (sendQ.count + sendKV.count)
         run.report.bytesReceived += 4 * (receivedQ.count + receivedKV.count)
 
-        // Lay the received rows out in sorted order (positions qStart..<qEnd, kStart..<kEnd).
-        let sortedQ = scratch.buffer(.sortedQ, count: (qEnd - qStart) * d)
-        let querySlotOfReceived = arrivingQ.map { $0 - qStart }
-        for (i, slot) in querySlotOfReceived.enumerated() {
-            copyRow(from: receivedQ.baseAddress! + i * d, to: sortedQ.baseAddress! + slot * d, count: d)
+        // Where the row of each sorted position (qStart..<qEnd, kStart..<kEnd) arrived: the
+        // kernel reads rows there, so they are not copied again into sorted order.
+        func arrivalIndex(_ arriving: [Int], first: Int, count: Int) -> [Int32] {
+            var index = [Int32](repeating: 0, count: count)
+            for (i, p) in arriving.enumerated() { index[p - first] = Int32(i) }
+            return index
         }
-        let sortedK = scratch.buffer(.sortedK, count: (kEnd - kStart) * d)
-        let sortedV = scratch.buffer(.sortedV, count: (kEnd - kStart) * dv)
-        for (i, p) in arrivingK.enumerated() {
-            let row = receivedKV.baseAddress! + i * (d + dv), slot = p - kStart
-            copyRow(from: row, to: sortedK.baseAddress! + slot * d, count: d)
-            copyRow(from: row + d, to: sortedV.baseAddress! + slot * dv, count: dv)
-        }
+        let queryArrival = arrivalIndex(arrivingQ, first: qStart, count: qEnd - qStart)
+        let keyArrival = arrivalIndex(arrivingK, first: kStart, count: kEnd - kStart)
         run.report.exchangeSeconds += MPIEnvironment.wallTime - t
 
         // 4. Samples: the holder of each sampled sorted position contributes (index, k, v).
@@ -182,10 +178,9 @@ struct DistributedRectangle {
         let samples = SampleSet(estimator: options.estimator, keyCount: nk, count: options.samples, random: random)
         var contributed = [Float]()
         for (i, p) in samples.positions.enumerated() where (kStart..<kEnd).contains(Int(p)) {
-            let slot = Int(p) - kStart
             contributed.append(Float(bitPattern: UInt32(i)))
-            contributed += UnsafeBufferPointer(start: sortedK.baseAddress! + slot * d, count: d)
-            contributed += UnsafeBufferPointer(start: sortedV.baseAddress! + slot * dv, count: dv)
+            // A received K|V row: k then v.
+            contributed += UnsafeBufferPointer(start: receivedKV.baseAddress! + Int(keyArrival[Int(p) - kStart]) * (d + dv), count: d + dv)
         }
         let allSamples = try comm.allGatherv(contributed)
         run.report.bytesSent += 4 * contributed.count + 8
@@ -207,56 +202,47 @@ struct DistributedRectangle {
         let nodeValueSum = controlVariate ? try comm.allReduce(localValueSum, operation: .sum) : []
         run.report.sampleGatherSeconds += MPIEnvironment.wallTime - t
 
-        // 5. The block kernel on this rank's blocks (in parallel over blocks).
+        // 5. The block kernel on this rank's blocks (in parallel over blocks), reading the rows
+        //    where they arrived and writing each query's (o[, lse]) where its row arrived: the
+        //    order in which results go back. A piece that does not merge sends o alone unless
+        //    the caller asked for the lse.
         t = MPIEnvironment.wallTime
-        let results = scratch.buffer(.results, count: (qEnd - qStart) * (dv + 1))
+        let withLse = piece.merge || run.returnsLogSumExp
+        let width = withLse ? dv + 1 : dv
+        let back = scratch.buffer(.back, count: arrivingQ.count * width)
         let blockList = Array(myBlocks)
         let pairCounter = PairCounter(count: blockList.count)
         let scaleLog2 = ex.scaleLog2
-        do {
-            do {
-                do {
-                    do {
-                        let ptrs = BlockPointers(q: sortedQ.baseAddress!, k: sortedK.baseAddress!, v: sortedV.baseAddress!, results: results.baseAddress!)
-                        parallelFor(blockList.count, threads: ex.threads) { b, worker in
-                            let j = blockList[b]
-                            let ws = ex.workspaces[worker]
-                            let qr = partition.range(j, length: nq), kr = partition.range(j, length: nk)
-                            ws.reserveGather(rows: max(kr.count, samples.positions.count))
-                            for (t, p) in kr.enumerated() {
-                                ws.gather(slot: t, key: ptrs.k + (p - kStart) * d, value: ptrs.v + (p - kStart) * dv)
-                            }
-                            let unmasked = ws.setSampleBias(samples, blockKeys: kr)
-                            if controlVariate {
-                                ws.setValueCorrection(nodeValueSum: nodeValueSum, blockKeys: kr.count, samples: samples, rows: sampleRows)
-                            }
-                            ws.runBlock(
-                                queryCount: qr.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: kr.count, samples: sampleRows,
-                                scaleLog2: scaleLog2, outsideCount: controlVariate ? nk - kr.count : nil,
-                                queryRow: { ptrs.q + (qr.lowerBound - qStart + $0) * d },
-                                emit: { i, o, l in
-                                    let dst = ptrs.results + (qr.lowerBound - qStart + i) * (dv + 1)
-                                    dst.update(from: o, count: dv)
-                                    dst[dv] = l
-                                })
-                            pairCounter.set(b, qr.count * (kr.count + unmasked))
-                        }
-                    }
-                }
+        let ptrs = BlockPointers(q: receivedQ.baseAddress!, kv: receivedKV.baseAddress!, back: back.baseAddress!)
+        parallelFor(blockList.count, threads: ex.threads) { b, worker in
+            let j = blockList[b]
+            let ws = ex.workspaces[worker]
+            let qr = partition.range(j, length: nq), kr = partition.range(j, length: nk)
+            ws.reserveGather(rows: max(kr.count, samples.positions.count))
+            for (t, p) in kr.enumerated() {
+                let row = ptrs.kv + Int(keyArrival[p - kStart]) * (d + dv)
+                ws.gather(slot: t, key: row, value: row + d)
             }
+            let unmasked = ws.setSampleBias(samples, blockKeys: kr)
+            if controlVariate {
+                ws.setValueCorrection(nodeValueSum: nodeValueSum, blockKeys: kr.count, samples: samples, rows: sampleRows)
+            }
+            ws.runBlock(
+                queryCount: qr.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: kr.count, samples: sampleRows,
+                scaleLog2: scaleLog2, outsideCount: controlVariate ? nk - kr.count : nil,
+                queryRow: { ptrs.q + Int(queryArrival[qr.lowerBound - qStart + $0]) * d },
+                emit: { i, o, l in
+                    let dst = ptrs.back + Int(queryArrival[qr.lowerBound - qStart + i]) * width
+                    dst.update(from: o, count: dv)
+                    if withLse { dst[dv] = l }
+                })
+            pairCounter.set(b, qr.count * (kr.count + unmasked))
         }
         run.report.evaluatedPairs += pairCounter.total
         run.report.computeSeconds += MPIEnvironment.wallTime - t
 
-        // 6. Results back to the owners, in the order the rows arrived; owners merge. A piece
-        //    that does not merge sends o alone unless the caller asked for the lse.
+        // 6. Results back to the owners, in the order the rows arrived; owners merge.
         t = MPIEnvironment.wallTime
-        let withLse = piece.merge || run.returnsLogSumExp
-        let width = withLse ? dv + 1 : dv
-        let back = scratch.buffer(.back, count: querySlotOfReceived.count * width)
-        for (k, slot) in querySlotOfReceived.enumerated() {
-            copyRow(from: results.baseAddress! + slot * (dv + 1), to: back.baseAddress! + k * width, count: width)
-        }
         let returned = scratch.buffer(.returned, count: myQ.count * width)
         try comm.allToAllv(UnsafeBufferPointer(back), partition: BufferPartition(counts: queryReceiveCounts.map { $0 * width }),
                            into: returned, partition: BufferPartition(counts: querySendCounts.map { $0 * width }))
@@ -295,10 +281,11 @@ struct DistributedRectangle {
     }
 }
 
-/// Pointers shared by the block workers (each writes disjoint result rows).
+/// Pointers shared by the block workers (each writes disjoint result rows): received Q rows,
+/// received K|V rows, and the (o[, lse]) rows going back.
 struct BlockPointers: @unchecked Sendable {
-    let q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>
-    let results: UnsafeMutablePointer<Float>
+    let q: UnsafePointer<Float>, kv: UnsafePointer<Float>
+    let back: UnsafeMutablePointer<Float>
 }
 
 struct SendablePointer<T>: @unchecked Sendable {
