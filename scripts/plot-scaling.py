@@ -60,6 +60,19 @@ class Sweep:
             self.bases.setdefault((r["kind"], r["mode"]), set()).add(r["baseN"])
         self.bases = {k: sorted(v, reverse=True) for k, v in self.bases.items()}
         self.all_ranks = sorted({r["ranks"] for r in self.runs})
+        self.fill_throughput_efficiency()
+
+    def fill_throughput_efficiency(self):
+        """(GFLOP/s_P/P)/(GFLOP/s_0/P0) for sweeps written before scaling-sweep.py recorded it."""
+        def key(r):
+            return (r["kind"], r["mode"], r["causal"], r["baseN"], r.get("bind"), r.get("threadsPerRank"))
+        by_key = {(key(r), r["ranks"]): r for r in self.ok}
+        for r in self.ok:
+            if "throughputEfficiency" in r:
+                continue
+            base = by_key.get((key(r), r.get("baselineRanks")))
+            if base and base.get("gflops") and r.get("gflops"):
+                r["throughputEfficiency"] = (r["gflops"] / r["ranks"]) / (base["gflops"] / base["ranks"])
 
     def color(self, mode: str) -> str:
         if mode in MODE_COLORS:
@@ -239,27 +252,48 @@ def plot_time(sweep: Sweep, stem, formats):
 
 
 def plot_efficiency(sweep: Sweep, stem, formats):
-    fig, axes = plt.subplots(1, len(sweep.kinds), figsize=(max(7.5, 6.6 * len(sweep.kinds)), 6.2), squeeze=False)
-    for ax, kind in zip(axes[0], sweep.kinds):
-        series = sweep.series(kind)
-        if not series:
-            empty(ax, "no successful runs")
-            continue
-        top = 1.1
-        for _key, label, style, rows in series:
-            rows = [r for r in rows if r.get("efficiency") is not None]
-            p = [r["ranks"] for r in rows]
-            e = [r["efficiency"] for r in rows]
-            if rows and rows[0].get("baselineRanks", 1) != 1:
-                label += f" (vs P={rows[0]['baselineRanks']})"
-            ax.plot(p, e, label=label, **style)
-            top = max(top, max(e, default=0) * 1.08)
-        ax.axhline(1.0, color="black", linewidth=1, linestyle=":", alpha=0.6, label="ideal")
-        setup_ranks_axis(ax, sweep.all_ranks, sweep)
-        ax.set_ylim(0, top)
-        ax.set_ylabel("parallel efficiency " + ("T1 / (P·TP)" if kind == "strong" else "T1 / TP"))
-        ax.set_title(KIND_TITLES[kind], fontsize=10.5)
-        legend_below(ax)
+    """Top: time efficiency. Bottom (weak only, where it differs): useful GFLOP/s per rank over P=1's,
+    which is the fair efficiency of an O(n^2) method such as ring, whose work per rank grows like P."""
+    weak_throughput = "weak" in sweep.kinds and any(
+        r.get("throughputEfficiency") is not None for r in sweep.ok if r["kind"] == "weak")
+    rows_n = 2 if weak_throughput else 1
+    fig, axes = plt.subplots(rows_n, len(sweep.kinds), squeeze=False,
+                             figsize=(max(7.5, 6.6 * len(sweep.kinds)), 6.2 if rows_n == 1 else 11))
+    for col, kind in enumerate(sweep.kinds):
+        panels = [("efficiency", axes[0][col])]
+        if rows_n == 2:
+            if kind == "weak":
+                panels.append(("throughputEfficiency", axes[1][col]))
+            else:
+                axes[1][col].axis("off")
+                axes[1][col].text(0.5, 0.5, "strong scaling: the work is the same at every P,\n"
+                                  "so throughput efficiency = efficiency (above)", ha="center", va="center",
+                                  transform=axes[1][col].transAxes, color="#777777")
+        for field, ax in panels:
+            series = sweep.series(kind)
+            if not series:
+                empty(ax, "no successful runs")
+                continue
+            top = 1.1
+            for _key, label, style, rows in series:
+                rows = [r for r in rows if r.get(field) is not None]
+                p = [r["ranks"] for r in rows]
+                e = [r[field] for r in rows]
+                if rows and rows[0].get("baselineRanks", 1) != 1:
+                    label += f" (vs P={rows[0]['baselineRanks']})"
+                ax.plot(p, e, label=label, **style)
+                top = max(top, max(e, default=0) * 1.08)
+            ax.axhline(1.0, color="black", linewidth=1, linestyle=":", alpha=0.6, label="ideal")
+            setup_ranks_axis(ax, sweep.all_ranks, sweep)
+            ax.set_ylim(0, top)
+            if field == "efficiency":
+                ax.set_ylabel("parallel efficiency " + ("T1 / (P·TP)" if kind == "strong" else "T1 / TP"))
+                ax.set_title(KIND_TITLES[kind] + ": time efficiency", fontsize=10.5)
+            else:
+                ax.set_ylabel("throughput efficiency (GFLOP/s_P / P) / GFLOP/s_1")
+                ax.set_title(KIND_TITLES[kind] + ": useful GFLOP/s per rank vs P=1 "
+                             "(fair for O(n²) ring)", fontsize=10.5)
+            legend_below(ax)
     return finish(fig, sweep, "Parallel efficiency vs MPI ranks", sweep.failures_note(), stem + "-efficiency", formats)
 
 

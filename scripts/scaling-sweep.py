@@ -304,6 +304,18 @@ def build_binary(build_args: str) -> str:
     return os.path.join(out.stdout.strip(), "hyperattn")
 
 
+def binary_info(binary: str) -> dict:
+    """What identifies the binary (the git fields describe this checkout, not necessarily its build)."""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(binary, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    st = os.stat(binary)
+    return {"sha256": digest.hexdigest(), "bytes": st.st_size,
+            "modified": _dt.datetime.fromtimestamp(st.st_mtime, _dt.timezone.utc).replace(microsecond=0).isoformat()}
+
+
 def bench_modes(binary: str) -> list[str] | None:
     """The modes `hyperattn bench --help` lists, None when it cannot tell."""
     try:
@@ -383,7 +395,9 @@ def mpirun_command(mpirun: str, binary: str, args: argparse.Namespace, run: dict
             cmd += ["--map-by", f"{mapping}:PE={run['threadsPerRank']}"]
         elif args.hostfile:
             cmd += ["--map-by", mapping]
-        cmd += ["--bind-to", "core"]
+        # With a hostfile the slots may exceed a node's cores (then plain core binding refuses to
+        # start); overload-allowed lets such a node share cores as unbound ranks would.
+        cmd += ["--bind-to", "core:overload-allowed" if args.hostfile else "core"]
     else:
         if args.hostfile:
             cmd += ["--map-by", mapping]
@@ -484,8 +498,12 @@ def derive(runs: list[dict]) -> None:
             r["baselineRanks"] = base["ranks"] if base else None
             r["baselineSeconds"] = base["seconds"] if base else None
             if not base or r.get("status") != "ok" or not r.get("seconds"):
-                r["speedup"] = r["efficiency"] = None
+                r["speedup"] = r["efficiency"] = r["throughputEfficiency"] = None
                 continue
+            # Useful GFLOP/s per rank against the baseline's: the efficiency that accounts for the
+            # work growing faster than n (ring's exact O(n^2) in a weak sweep: T grows like P).
+            g0, gp = base.get("gflops"), r.get("gflops")
+            r["throughputEfficiency"] = (gp / r["ranks"]) / (g0 / base["ranks"]) if g0 and gp else None
             p0, t0, p, tp = base["ranks"], base["seconds"], r["ranks"], r["seconds"]
             if r["kind"] == "strong":
                 r["speedup"] = (t0 / tp) * p0           # = T1/TP when the baseline is P=1
@@ -497,7 +515,7 @@ def derive(runs: list[dict]) -> None:
 
 CSV_COLUMNS = [
     "kind", "mode", "causal", "ranks", "threadsPerRank", "n", "nPerRank", "bind", "bindTo", "oversubscribed", "status",
-    "exitCode", "wallSeconds", "seconds", "speedup", "efficiency", "baselineRanks", "baselineSeconds", "gflops",
+    "exitCode", "wallSeconds", "seconds", "speedup", "efficiency", "throughputEfficiency", "baselineRanks", "baselineSeconds", "gflops",
     "peakGflops", "fractionOfPeak", "evaluatedPairs", "hashSecondsMax", "exchangeSecondsMax",
     "sampleGatherSecondsMax", "computeSecondsMax", "computeSecondsMean", "returnSecondsMax", "totalSecondsMax",
     "bytesSentMax", "bytesSentMean", "bytesReceivedMax", "bytesReceivedMean", "byteBoundMax",
@@ -588,6 +606,10 @@ def main(argv: list[str]) -> int:
             p *= 2
     args.ranks = sorted(set(args.ranks))
 
+    if not args.hostfile and args.cores and os.cpu_count() and args.cores > os.cpu_count():
+        log(f"warning: --cores {args.cores} but this machine has {os.cpu_count()} logical CPUs: "
+            "runs with more ranks than CPUs will be bound to cores and fail (or use --bind none)")
+
     prefix = args.out
     if os.path.dirname(prefix):
         os.makedirs(os.path.dirname(prefix), exist_ok=True)
@@ -635,6 +657,7 @@ def main(argv: list[str]) -> int:
         "hosts": hosts or None,
         "git": git_info(),
         "binary": binary,
+        "binaryInfo": binary_info(binary),
         "mpirun": {"path": mpirun, "version": mpirun_version(mpirun, env), "environment": mpi_env,
                    "extraArgs": os.environ.get("HYPERATTN_MPIRUN_ARGS") or None,
                    "opalPrefix": os.environ.get("OPAL_PREFIX")},
@@ -644,6 +667,9 @@ def main(argv: list[str]) -> int:
             "wallSeconds": "the whole mpirun: start-up, input generation, FMA peak measurement, all repeats",
             "strong": "n fixed; speedup = T1/TP; efficiency = T1/(P*TP)",
             "weak": "n = nPerRank*P; efficiency = T1/TP; speedup (scaled) = P*T1/TP",
+            "throughputEfficiency": "useful GFLOP/s per rank over the baseline's, (G_P/P)/(G_1/1): equals efficiency "
+                                    "when the work is the same (strong) or proportional to n (hyper, weak); for ring "
+                                    "in a weak sweep the work grows like n^2, so this, not T1/TP, is its efficiency",
             "bind": "requested: auto (core when ranks*threads <= cores, else none), core or none; bindTo: what mpirun got",
             "baseline": "T1 = the P=1 run of the same (kind, mode, causal, n or nPerRank, bind, threads); "
                         "if it failed, the smallest P that succeeded (baselineRanks; then S and E are relative to it)",
@@ -727,8 +753,10 @@ def main(argv: list[str]) -> int:
                 run["outputTail"] = tail[-2000:]
                 failures += 1
                 lines = [l.strip() for l in tail.splitlines() if l.strip() and not l.startswith("-----")]
+                ours = [l for l in lines if l.startswith("hyperattn: error") or l.startswith("Error:")]
                 errors = [l for l in lines if re.search(r"error", l, re.I)]
-                run["error"] = (errors or lines[-1:] or ["(no output)"])[0][:300]
+                # else mpirun's own message (its first lines say what went wrong)
+                run["error"] = (ours or errors or [" ".join(lines[:2])] or ["(no output)"])[0][:300] or "(no output)"
                 log(f"{label}: FAILED (exit {code}) after {fmt_seconds(wall)}: {run['error']}")
             else:
                 run["status"] = "ok"
