@@ -17,6 +17,9 @@ struct Case {
     var options: AttentionOptions
     /// Ring attention (exact) rather than `DistributedAttention`.
     var ring = false
+    /// Ranks pretend unequal measured speeds (rank r: (r mod 3) + 1), so that `.measuredSpeed`
+    /// deals them unequal shares of blocks; the output must not change.
+    var unequalSpeeds = false
 }
 
 func cases(full: Bool) -> [Case] {
@@ -41,6 +44,10 @@ func cases(full: Bool) -> [Case] {
     }
     list.append(Case(name: "non-causal n_q=3000 n_k=7001", n: 3000, nk: 7001, options: AttentionOptions(blockSize: 100, samples: 50, minSeqLen: 256)))
     list.append(Case(name: "exact mode causal n=1500", n: 1500, options: AttentionOptions(mode: .exact, causal: true)))
+    for causal in [false, true] {
+        list.append(Case(name: "\(causal ? "causal" : "non-causal") n=6000 h=2 blocks dealt by unequal speeds", queryHeads: 2, keyHeads: 2, n: 6000,
+                         options: AttentionOptions(causal: causal, blockSize: 64, samples: 32, minSeqLen: 500, seed: 5), unequalSpeeds: true))
+    }
     // Ring attention: fewer tokens than ranks (empty chunks), odd n, GQA with d_v ≠ d, b = 2,
     // n_q ≠ n_k.
     for causal in [false, true] {
@@ -81,11 +88,24 @@ do {
         var options = c.options
         options.threads = 1
         let shape = try AttentionShape(query: q.shape, key: k.shape, value: v.shape)
-        let dist: any SequenceParallelAttention = c.ring
-            ? try RingAttention(communicator: world, shape: shape, options: options)
-            : try DistributedAttention(communicator: world, shape: shape, options: options)
+        let dist: any SequenceParallelAttention
+        if c.ring {
+            dist = try RingAttention(communicator: world, shape: shape, options: options)
+        } else {
+            let hyper = try DistributedAttention(communicator: world, shape: shape, options: options)
+            if c.unequalSpeeds { hyper.seedSpeedMeasurement(pairs: 1_000_000 * (world.rank % 3 + 1), seconds: 1) }
+            dist = hyper
+        }
         let result = try dist.run(query: shard(q, rows: dist.localQueryChunks), key: shard(k, rows: dist.localKeyChunks),
                                   value: shard(v, rows: dist.localKeyChunks), logSumExp: true)
+        // The same case dealt by equal work, for the unequal-speed check.
+        var equalWorkPairs = 0
+        if c.unequalSpeeds {
+            let equal = try DistributedAttention(communicator: world, shape: shape, options: options, balancing: .equalWork)
+            equal.seedSpeedMeasurement(pairs: 1_000_000 * (world.rank % 3 + 1), seconds: 1)
+            equalWorkPairs = try equal.run(query: shard(q, rows: dist.localQueryChunks), key: shard(k, rows: dist.localKeyChunks),
+                                           value: shard(v, rows: dist.localKeyChunks), logSumExp: true).stats.evaluatedPairs
+        }
         // Gather every rank's rows on rank 0, per (batch, head), in token order.
         let gathered = try world.gatherv(result.output.scalars, root: 0)
         let gatheredLse = try world.gatherv(result.logSumExp.scalars, root: 0)
@@ -121,8 +141,22 @@ do {
             let pairs = try world.reduce(result.stats.evaluatedPairs, operation: .sum, root: 0) ?? 0
             print("\(ok ? "ok  " : "FAIL") P=\(world.size) \(c.name): \(identical ? "bit-identical" : String(format: "max rel diff %.2e, lse diff %.2e", rel, lseDiff)); pairs \(pairs) vs \(single.stats.evaluatedPairs)")
             if pairs != single.stats.evaluatedPairs { failed += 1; print("FAIL pair counts differ") }
+            if c.unequalSpeeds && world.size >= 2 {
+                // The dealing must really have followed the speeds: the work per rank differs from
+                // equal-work dealing, and (non-causal: one rectangle of all ranks) rank 1 (weight 2)
+                // did more than rank 0 (weight 1).
+                let perRank = try world.gather(result.stats.evaluatedPairs, root: 0) ?? []
+                let perRankEqual = try world.gather(equalWorkPairs, root: 0) ?? []
+                let uneven = perRank != perRankEqual && (options.causal || perRank[1] > perRank[0] * 3 / 2)
+                print("\(uneven ? "ok  " : "FAIL") P=\(world.size) \(c.name): pairs per rank \(perRank), equal-work dealing \(perRankEqual)")
+                if uneven { passed += 1 } else { failed += 1 }
+            }
         } else {
             _ = try world.reduce(result.stats.evaluatedPairs, operation: .sum, root: 0)
+            if c.unequalSpeeds && world.size >= 2 {
+                _ = try world.gather(result.stats.evaluatedPairs, root: 0)
+                _ = try world.gather(equalWorkPairs, root: 0)
+            }
         }
     }
     if world.rank == 0 { print("\(passed) passed, \(failed) failed") }

@@ -26,6 +26,8 @@ public struct DistributedAttention: SequenceParallelAttention {
     /// The global problem.
     public let shape: AttentionShape
     public let options: AttentionOptions
+    /// How the blocks of a rectangle spanning ranks are dealt to them. Default `.measuredSpeed`.
+    public let balancing: BlockBalancing
     /// Exchange buffers, kept from call to call: a fresh buffer's pages are zeroed by the kernel
     /// at first touch, which measured slower than the exchange itself. They hold about 2× this
     /// rank's Q+K+V+O rows of one head and are freed with the last copy of this value. One call
@@ -39,11 +41,19 @@ public struct DistributedAttention: SequenceParallelAttention {
 
     /// - Throws: `AttentionError.invalidArgument` for bad options (the same checks as the
     ///   single-process call).
-    public init(communicator: Communicator, shape: AttentionShape, options: AttentionOptions) throws {
+    public init(communicator: Communicator, shape: AttentionShape, options: AttentionOptions,
+                balancing: BlockBalancing = .measuredSpeed) throws {
         try options.validate(for: shape)
         self.communicator = communicator
         self.shape = shape
         self.options = options
+        self.balancing = balancing
+    }
+
+    /// Pretends this rank's block kernel has already run `pairs` query–key pairs in `seconds`
+    /// (for tests of `.measuredSpeed` dealing with unequal ranks).
+    package func seedSpeedMeasurement(pairs: Int, seconds: Double) {
+        scratch.recordBlockKernel(pairs: pairs, seconds: seconds)
     }
 
     /// This rank's query rows and key rows.
@@ -89,6 +99,17 @@ public struct DistributedAttention: SequenceParallelAttention {
         stats.flops = Double(report.evaluatedPairs) * 2 * Double(shape.headDim + shape.valueDim)
         return DistributedResult(output: output, logSumExp: lse, stats: stats, report: report)
     }
+}
+
+/// How a HyperAttention rectangle spanning ranks deals its LSH blocks to them. Either way the
+/// output is the same, bit for bit: a block's result does not depend on the rank computing it.
+public enum BlockBalancing: String, Sendable, CaseIterable {
+    /// ⌊c·nb/P⌋ blocks to rank c: the same work (FLOPs) on every rank.
+    case equalWork = "work"
+    /// Blocks in proportion to each rank's measured block-kernel speed (query–key pairs per second
+    /// over the rectangles this `DistributedAttention` has run, its earlier calls included), so
+    /// that ranks on slower or busier cores get fewer. The first rectangle deals equally.
+    case measuredSpeed = "speed"
 }
 
 /// A sequence-parallel attention method over the ranks of a communicator: which token rows each
@@ -324,6 +345,21 @@ final class ExchangeScratch {
     }
 
     private var buffers: [UnsafeMutableBufferPointer<Float>?] = Array(repeating: nil, count: Slot.allCases.count)
+    /// Block-kernel work and time of this rank so far (for `.measuredSpeed`).
+    private var kernelPairs = 0
+    private var kernelSeconds = 0.0
+
+    func recordBlockKernel(pairs: Int, seconds: Double) {
+        kernelPairs += pairs
+        kernelSeconds += seconds
+    }
+
+    /// This rank's weight in the block dealing: its measured speed in query–key pairs per
+    /// second, or a constant (equal for every rank) before any measurement or for `.equalWork`.
+    func speedWeight(balancing: BlockBalancing) -> Int64 {
+        guard balancing == .measuredSpeed, kernelSeconds > 0.01, kernelPairs > 0 else { return 1 }
+        return max(2, Int64(Double(kernelPairs) / kernelSeconds))
+    }
 
     /// The buffer of `slot`, with room for at least `count` floats (valid until the next call
     /// for the same slot with a larger count).

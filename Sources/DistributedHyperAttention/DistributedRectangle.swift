@@ -9,8 +9,10 @@ import MPI
 ///    exclusive scan over lower ranks and an allreduce of totals would), give every row its global
 ///    sorted position, with no data moved — the same order as the single-process stable sort,
 ///    since lower ranks hold lower tokens;
-/// 3. blocks are dealt whole and contiguous, query block j with key block j, ⌊c·nb/P⌋ of them
-///    to rank c (equal work: blocks differ in size by at most one row); one alltoallv moves Q rows,
+/// 3. blocks are dealt whole and contiguous, query block j with key block j: ⌊c·nb/P⌋ of them to
+///    rank c (`.equalWork`: blocks differ in size by at most one row), or in proportion to the
+///    ranks' measured block-kernel speed (`.measuredSpeed`, the default: cores of one machine can
+///    differ by 30% under load); one alltoallv moves Q rows,
 ///    one moves K|V rows, each sent in ascending sorted position, so the receiver knows every
 ///    row's position from the histograms and no ids travel;
 /// 4. the node's samples (positions in sorted-key order) are contributed by the rank that now
@@ -52,11 +54,14 @@ struct DistributedRectangle {
         //    without ids.
         t = MPIEnvironment.wallTime
         let buckets = lsh.bucketCount
-        var histogram = [Int64](repeating: 0, count: 2 * buckets)
+        // [query counts | key counts | this rank's speed weight]
+        let stride = 2 * buckets + 1
+        var histogram = [Int64](repeating: 0, count: stride)
         for b in queryBuckets { histogram[Int(b)] += 1 }
         for b in keyBuckets { histogram[buckets + Int(b)] += 1 }
+        histogram[2 * buckets] = run.scratch.speedWeight(balancing: run.attention.balancing)
         let ranks = comm.size
-        let all = try comm.allGather(histogram)  // [rank][2 · buckets]
+        let all = try comm.allGather(histogram)  // [rank][stride]
         run.report.bytesSent += 8 * histogram.count
         run.report.bytesReceived += 8 * all.count
         /// First sorted position of bucket b (side offset 0: queries, `buckets`: keys), and the
@@ -69,7 +74,7 @@ struct DistributedRectangle {
                 start[b] = position
                 for r in 0..<ranks {
                     rankStart[r][b] = position
-                    position += Int(all[r * 2 * buckets + offset + b])
+                    position += Int(all[r * stride + offset + b])
                 }
             }
             return (start, rankStart)
@@ -96,8 +101,9 @@ struct DistributedRectangle {
 
         // 3. Deal blocks to ranks and move the rows.
         let partition = BlockPartition(keyCount: nk, blockSize: options.blockSize)
-        let myBlocks = (comm.rank * partition.blocks / ranks)..<((comm.rank + 1) * partition.blocks / ranks)
-        func destination(ofBlock j: Int) -> Int { proportionalPart(containing: j, parts: ranks, length: partition.blocks) }
+        let firstBlock = BlockDealing.firstBlocks(blocks: partition.blocks, weights: (0..<ranks).map { all[$0 * stride + 2 * buckets] })
+        let myBlocks = firstBlock[comm.rank]..<firstBlock[comm.rank + 1]
+        func destination(ofBlock j: Int) -> Int { BlockDealing.owner(ofBlock: j, firstBlocks: firstBlock) }
         let qStart = partition.range(myBlocks.lowerBound, length: nq).lowerBound
         let qEnd = myBlocks.isEmpty ? qStart : partition.range(myBlocks.upperBound - 1, length: nq).upperBound
         let kStart = partition.range(myBlocks.lowerBound, length: nk).lowerBound
@@ -115,7 +121,7 @@ struct DistributedRectangle {
             positions.reserveCapacity(range.count)
             for r in 0..<ranks {
                 for b in 0..<buckets {
-                    let first = layout.rankStart[r][b], count = Int(all[r * 2 * buckets + offset + b])
+                    let first = layout.rankStart[r][b], count = Int(all[r * stride + offset + b])
                     let lo = max(first, range.lowerBound), hi = min(first + count, range.upperBound)
                     if lo < hi { positions += lo..<hi }
                 }
@@ -127,7 +133,7 @@ struct DistributedRectangle {
         func receiveCounts(_ layout: (start: [Int], rankStart: [[Int]]), offset: Int, range: Range<Int>) -> [Int] {
             (0..<ranks).map { r in
                 (0..<buckets).reduce(0) { total, b in
-                    let first = layout.rankStart[r][b], count = Int(all[r * 2 * buckets + offset + b])
+                    let first = layout.rankStart[r][b], count = Int(all[r * stride + offset + b])
                     return total + max(0, min(first + count, range.upperBound) - max(first, range.lowerBound))
                 }
             }
@@ -240,6 +246,7 @@ struct DistributedRectangle {
         }
         run.report.evaluatedPairs += pairCounter.total
         run.report.computeSeconds += MPIEnvironment.wallTime - t
+        run.scratch.recordBlockKernel(pairs: pairCounter.total, seconds: MPIEnvironment.wallTime - t)
 
         // 6. Results back to the owners, in the order the rows arrived; owners merge.
         t = MPIEnvironment.wallTime
@@ -303,4 +310,41 @@ final class PairCounter: @unchecked Sendable {
     deinit { counts.deallocate() }
     func set(_ i: Int, _ value: Int) { counts[i] = value }
     var total: Int { counts.reduce(0, +) }
+}
+
+/// How a rectangle's blocks are dealt to its ranks: contiguous runs in sorted order, rank c
+/// getting blocks firstBlocks[c] ..< firstBlocks[c + 1].
+enum BlockDealing {
+    /// Equal weights (or any weight ≤ 1: a rank without a measurement) give ⌊c·nb/P⌋; otherwise the blocks are split in proportion to the weights,
+    /// each clamped to [1/2, 2] × their mean (so one bad measurement cannot starve or swamp a
+    /// rank). Every rank computes this from the same allgathered integers, so all agree.
+    static func firstBlocks(blocks: Int, weights: [Int64]) -> [Int] {
+        let ranks = weights.count
+        // Equal, or some rank not measured yet (weight 1): equal work.
+        if weights.allSatisfy({ $0 == weights[0] }) || weights.contains(where: { $0 <= 1 }) {
+            return (0...ranks).map { $0 * blocks / ranks }
+        }
+        let mean = Double(weights.reduce(0, +)) / Double(ranks)
+        let w = weights.map { min(max(Double($0), mean / 2), mean * 2) }
+        let total = w.reduce(0, +)
+        var first = [0]
+        var cumulative = 0.0
+        for r in 0..<(ranks - 1) {
+            cumulative += w[r]
+            first.append(max(first[r], min(blocks, Int((Double(blocks) * cumulative / total).rounded()))))
+        }
+        first.append(blocks)
+        return first
+    }
+
+    /// The rank whose run contains block `j`.
+    static func owner(ofBlock j: Int, firstBlocks first: [Int]) -> Int {
+        // The last rank whose first block is ≤ j (ranks with empty runs before it are skipped).
+        var lo = 0, hi = first.count - 2
+        while lo < hi {
+            let mid = (lo + hi + 1) / 2
+            if first[mid] <= j { lo = mid } else { hi = mid - 1 }
+        }
+        return lo
+    }
 }

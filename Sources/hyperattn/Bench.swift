@@ -68,6 +68,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Run distributed over MPI even without an MPI launcher's environment (automatic under mpirun).")
     var mpi = false
 
+    @Option(help: ArgumentHelp("Under MPI, how HyperAttention blocks are dealt to ranks: speed (in proportion to each rank's measured kernel speed) or work (equal FLOPs).", valueName: "speed|work"))
+    var balance: BlockBalancing = .measuredSpeed
+
     @Option(help: "Also print one line per rank (bytes vs bound, pairs, compute time) under MPI.")
     var perRank: Bool = false
 
@@ -108,12 +111,13 @@ struct Bench: ParsableCommand {
         }
     }
 
+    /// The settings of a distributed run.
     private var settings: BenchSettings {
         BenchSettings(
             batch: batch, heads: heads, kvHeads: kvHeads ?? heads, d: d, dv: dv ?? d, seed: algorithm.seed,
             blockSize: algorithm.blockSize, samples: algorithm.samples, lshBits: algorithm.lshBits,
             minSeqLen: algorithm.minSeqLen, estimator: estimatorName(algorithm.estimator),
-            scale: algorithm.scale.map(Double.init), repeats: repeats, errorRows: errorRows)
+            scale: algorithm.scale.map(Double.init), repeats: repeats, errorRows: errorRows, balance: balance.rawValue)
     }
 
     private func runSingleProcess() throws {
@@ -258,7 +262,7 @@ extension Bench {
                         try checkedOptions(options, shape)
                         return mode == .ring
                             ? try RingAttention(communicator: world, shape: shape, options: options)
-                            : try DistributedAttention(communicator: world, shape: shape, options: options)
+                            : try DistributedAttention(communicator: world, shape: shape, options: options, balancing: balance)
                     }
                     let chunks = dist.localQueryChunks
                     if problem?.chunks != chunks {
@@ -414,6 +418,8 @@ struct BenchSettings: Codable {
     var estimator: String
     var scale: Double?
     var repeats, errorRows: Int
+    /// Under MPI: how HyperAttention blocks were dealt to ranks (`speed` or `work`).
+    var balance: String? = nil
 }
 
 /// One row of the bench: one (n, mode, causal).
@@ -533,3 +539,5 @@ struct BenchReport: Codable {
         }
     }
 }
+
+extension BlockBalancing: ExpressibleByArgument {}
