@@ -201,6 +201,17 @@ PY
         echo "-- run on 3 ranks: skipped (python3 numpy not installed)"
     fi
 
+    # bench --modes ring on 3 ranks: the bytes sent are exactly the P−1 K|V shards ring expects.
+    echo "== mpirun -np 3 hyperattn bench --modes ring (GQA, odd n)"
+    timeout -k 5 60 mpirun --oversubscribe --bind-to none -np 3 "$hyperattn" bench --n 3001 --modes ring --heads 4 --kv-heads 2 \
+        --repeats 1 --error-rows 16 --peak-ms 20 >"$log" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ] && [ "$(grep -c 'sent/expected max 1.000' "$log")" -eq 2 ]; then
+        echo "-- bench ring on 3 ranks: bytes as expected, causal and not"; passes=$((passes + 1))
+    else
+        echo "-- bench ring on 3 ranks: FAILED (exit $rc)"; cat "$log"; failures=$((failures + 1))
+    fi
+
     bad_input() { # bad_input PATTERN ARGS... — must fail within 20 s with exactly one error line
         local pattern=$1 start rc elapsed lines
         shift

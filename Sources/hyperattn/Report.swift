@@ -238,6 +238,21 @@ struct ByteBound {
     }
 
     static let formula = "per head: 4·(n_q,p·d + n_k,p·(d+d_v) + n_q,p·d_v) + 4·m·(d+d_v) + 64·P; × b·h_q heads; × (⌈log2 P⌉+1) when causal"
+
+    /// Ring attention's traffic, exactly: rank p passes on the K|V shards of the P − 1 ranks
+    /// p, p−1, …, p−P+2 (every one but its successor's), 4·n_k,q·(d+d_v) bytes per K/V head each.
+    init?(ringShape s: AttentionShape, causal: Bool, rank: Int, ranks: Int) {
+        guard ranks > 1 else { return nil }
+        func shard(_ q: Int) -> Int {
+            let rows = RingAttention.chunks(rank: q, ranks: ranks, count: s.keyCount, causal: causal).reduce(0) { $0 + $1.count }
+            return 4 * s.batch * s.keyHeads * rows * (s.headDim + s.valueDim)
+        }
+        let total = (0..<(ranks - 1)).reduce(0) { $0 + shard((rank - $1 + ranks) % ranks) }
+        issue = total
+        withIds = total
+    }
+
+    static let ringFormula = "ring: the P−1 K|V shards a rank passes on, 4·n_k,q·(d+d_v)·b·h_kv bytes each (all but its successor's)"
 }
 
 /// One rank's line of a distributed bench row.
@@ -292,7 +307,10 @@ struct DistributedSummary {
     /// share cores and times are not).
     var flopImbalance: Double { MaxMean(reports.map { Double($0.evaluatedPairs) }).imbalance }
 
-    var bounds: [ByteBound?] { (0..<ranks).map { ByteBound(shape: shape, options: options, rank: $0, ranks: ranks) } }
+    var bounds: [ByteBound?] {
+        (0..<ranks).map { ring ? ByteBound(ringShape: shape, causal: options.causal, rank: $0, ranks: ranks)
+                               : ByteBound(shape: shape, options: options, rank: $0, ranks: ranks) }
+    }
 
     var byteBoundReport: ByteBoundReport? {
         let b = bounds
@@ -301,8 +319,8 @@ struct DistributedSummary {
         let ratio = zip(reports, issue).map { Double($0.bytesSent) / Double(max($1, 1)) }.max() ?? 0
         let ratioIds = zip(reports, ids).map { Double($0.bytesSent) / Double(max($1, 1)) }.max() ?? 0
         return ByteBoundReport(
-            formula: ByteBound.formula, perRank: issue, perRankWithIds: ids, measuredToBoundMax: ratio,
-            measuredToBoundWithIdsMax: ratioIds, withinBound: ratio <= 1)
+            formula: ring ? ByteBound.ringFormula : ByteBound.formula, perRank: issue, perRankWithIds: ids,
+            measuredToBoundMax: ratio, measuredToBoundWithIdsMax: ratioIds, withinBound: ratio <= 1)
     }
 
     var perRank: [RankRow] {
@@ -327,11 +345,13 @@ struct DistributedSummary {
     var trafficLine: String {
         let s = bytesSent, r = bytesReceived
         var line = "sent \(mib(s.max))/\(mib(s.mean)) MiB, received \(mib(r.max))/\(mib(r.mean)) MiB (max/mean per rank)"
-        if let b = byteBoundReport {
+        if let b = byteBoundReport, ring {
+            line += "; ring expects \(mib(Double(b.perRank.max() ?? 0))) MiB (P−1 K|V shards), sent/expected max \(fixed(b.measuredToBoundMax, 3))"
+        } else if let b = byteBoundReport {
             line += "; bound \(mib(Double(b.perRank.max() ?? 0))) MiB (with lse \(mib(Double(b.perRankWithIds.max() ?? 0)))), "
                 + "sent/bound max \(fixed(b.measuredToBoundMax, 3)) (with lse \(fixed(b.measuredToBoundWithIdsMax, 3)))"
         } else if ring {
-            line += "; ring attention: each rank passes on P−1 K|V shards"
+            line += "; one rank: nothing sent"
         } else {
             line += "; no bound (exact pieces spanning ranks are gathered to one rank)"
         }
