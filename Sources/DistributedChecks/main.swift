@@ -62,18 +62,6 @@ func cases(full: Bool) -> [Case] {
     return list
 }
 
-/// Rows `chunks` (one after the other) of every (batch, head) of a `[b, h, n, dim]` tensor.
-func shard(_ t: Tensor, rows chunks: [Range<Int>]) throws -> Tensor {
-    let s = t.shape, per = s[2] * s[3]
-    var out: [Float] = []
-    let count = chunks.reduce(0) { $0 + $1.count }
-    out.reserveCapacity(s[0] * s[1] * count * s[3])
-    let x = t.scalars
-    for bh in 0..<(s[0] * s[1]) {
-        for rows in chunks { out += x[(bh * per + rows.lowerBound * s[3]) ..< (bh * per + rows.upperBound * s[3])] }
-    }
-    return try Tensor(shape: [s[0], s[1], count, s[3]], scalars: out)
-}
 
 do {
     try MPIEnvironment.initialize()
@@ -96,15 +84,15 @@ do {
             if c.unequalSpeeds { hyper.seedSpeedMeasurement(pairs: 1_000_000 * (world.rank % 3 + 1), seconds: 1) }
             dist = hyper
         }
-        let result = try dist.run(query: shard(q, rows: dist.localQueryChunks), key: shard(k, rows: dist.localKeyChunks),
-                                  value: shard(v, rows: dist.localKeyChunks), logSumExp: true)
+        let result = try dist.run(query: q.rows(dist.localQueryChunks), key: k.rows(dist.localKeyChunks),
+                                  value: v.rows(dist.localKeyChunks), logSumExp: true)
         // The same case dealt by equal work, for the unequal-speed check.
         var equalWorkPairs = 0
         if c.unequalSpeeds {
             let equal = try DistributedAttention(communicator: world, shape: shape, options: options, balancing: .equalWork)
             equal.seedSpeedMeasurement(pairs: 1_000_000 * (world.rank % 3 + 1), seconds: 1)
-            equalWorkPairs = try equal.run(query: shard(q, rows: dist.localQueryChunks), key: shard(k, rows: dist.localKeyChunks),
-                                           value: shard(v, rows: dist.localKeyChunks), logSumExp: true).stats.evaluatedPairs
+            equalWorkPairs = try equal.run(query: q.rows(dist.localQueryChunks), key: k.rows(dist.localKeyChunks),
+                                           value: v.rows(dist.localKeyChunks), logSumExp: true).stats.evaluatedPairs
         }
         // Gather every rank's rows on rank 0, per (batch, head), in token order.
         let gathered = try world.gatherv(result.output.scalars, root: 0)

@@ -344,7 +344,7 @@ final class ExchangeScratch {
         case sendQ, sendKV, receivedQ, receivedKV, back, returned
     }
 
-    private var buffers: [UnsafeMutableBufferPointer<Float>?] = Array(repeating: nil, count: Slot.allCases.count)
+    private var buffers: [Tensor?] = Array(repeating: nil, count: Slot.allCases.count)
     /// Block-kernel work and time of this rank so far (for `.measuredSpeed`).
     private var kernelPairs = 0
     private var kernelSeconds = 0.0
@@ -362,21 +362,12 @@ final class ExchangeScratch {
     }
 
     /// The buffer of `slot`, with room for at least `count` floats (valid until the next call
-    /// for the same slot with a larger count).
+    /// for the same slot with a larger count). Tensor storage: 2 MiB-aligned and offered to huge
+    /// pages when large.
     func buffer(_ slot: Slot, count: Int) -> UnsafeMutableBufferPointer<Float> {
-        if let b = buffers[slot.rawValue], b.count >= count {
-            return UnsafeMutableBufferPointer(rebasing: b[0..<count])
+        if buffers[slot.rawValue].map({ $0.count < count }) ?? true {
+            buffers[slot.rawValue] = Tensor(shape: [count]) { _ in }
         }
-        buffers[slot.rawValue]?.deallocate()
-        let capacity = max(count, 1), bytes = capacity * 4, huge = 2 << 20
-        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: bytes >= huge ? huge : 64)
-        #if os(Linux)
-        if bytes >= huge { _ = madvise(raw, (bytes + huge - 1) / huge * huge, MADV_HUGEPAGE) }
-        #endif
-        let b = UnsafeMutableBufferPointer(start: raw.bindMemory(to: Float.self, capacity: capacity), count: capacity)
-        buffers[slot.rawValue] = b
-        return UnsafeMutableBufferPointer(rebasing: b[0..<count])
+        return UnsafeMutableBufferPointer(start: buffers[slot.rawValue]!.unsafeStoragePointer, count: count)
     }
-
-    deinit { for b in buffers { b?.deallocate() } }
 }

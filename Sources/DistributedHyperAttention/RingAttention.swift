@@ -78,10 +78,8 @@ public struct RingAttention: SequenceParallelAttention {
 
         // Local layout: Q, O and lse per query chunk; two K|V message buffers (ping-pong).
         var t = MPIEnvironment.wallTime
-        let rows = RingRows(queryChunks: myQueries, heads: bh, headDim: d, valueDim: dv,
+        let rows = RingRows(query: query, queryChunks: myQueries, key: key, value: value, keyChunks: keyChunks(rank: r),
                             messageCapacity: (0..<p).map(messageCount(rank:)).max() ?? 0)
-        rows.packQueries(from: query)
-        rows.packKeysValues(key: key, value: value, chunks: keyChunks(rank: r), kvHeads: bkv)
         report.exchangeSeconds += MPIEnvironment.wallTime - t
 
         let plan = AttentionPlan(shape: shape, options: options)
@@ -100,24 +98,17 @@ public struct RingAttention: SequenceParallelAttention {
             }
             t = MPIEnvironment.wallTime
             var polling = 0.0
-            let units = work(queryChunks: myQueries, keyChunks: keyChunks(rank: origin), heads: bh)
-            var offset = 0
-            for (j, keys) in keyChunks(rank: origin).enumerated() {
-                let kv = rows.currentKeysValues(offset: offset, rows: keys.count, kvHeads: bkv, headDim: d, valueDim: dv)
-                offset += bkv * keys.count * (d + dv)
-                for a in myQueries.indices {
-                    let mine = units.filter { $0.queryChunk == a && $0.keyChunk == j }
-                    guard !mine.isEmpty else { continue }
-                    let io = rows.io(queryChunk: a, keys: kv, keyRows: keys)
-                    let executor = PieceExecutor(plan: plan, io: io, threads: threads, meter: ProgressMeter(total: 1, callback: nil))
-                    for unit in mine {
-                        executor.run(unit.pieces)
-                        let tp = MPIEnvironment.wallTime
-                        for request in pending { try request.test() }
-                        polling += MPIEnvironment.wallTime - tp
-                    }
-                    report.evaluatedPairs += executor.evaluatedPairs
+            let keys = keyChunks(rank: origin)
+            for pair in work(queryChunks: myQueries, keyChunks: keys, heads: bh) {
+                let io = rows.io(queryChunk: pair.queryChunk, keyChunk: pair.keyChunk, of: keys, kvHeads: bkv)
+                let executor = PieceExecutor(plan: plan, io: io, threads: threads, meter: ProgressMeter(total: 1, callback: nil))
+                for pieces in pair.units {
+                    executor.run(pieces)
+                    let tp = MPIEnvironment.wallTime
+                    for request in pending { try request.test() }
+                    polling += MPIEnvironment.wallTime - tp
                 }
+                report.evaluatedPairs += executor.evaluatedPairs
             }
             report.computeSeconds += MPIEnvironment.wallTime - t - polling
             t = MPIEnvironment.wallTime
@@ -127,7 +118,7 @@ public struct RingAttention: SequenceParallelAttention {
         }
 
         t = MPIEnvironment.wallTime
-        let (output, lse) = rows.unpack(batch: shape.batch, heads: shape.queryHeads)
+        let (output, lse) = try rows.joined()
         report.returnSeconds += MPIEnvironment.wallTime - t
         report.totalSeconds = MPIEnvironment.wallTime - start
         var stats = AttentionStats()
@@ -136,18 +127,19 @@ public struct RingAttention: SequenceParallelAttention {
         return DistributedResult(output: output, logSumExp: lse, stats: stats, report: report)
     }
 
-    /// One piece of work of a step: the pieces of some heads × a part of one query chunk against
-    /// one key chunk.
-    struct Unit {
+    /// The work of a step on one (query chunk, key chunk) pair: the visible part (all keys; causal:
+    /// the causal diagonal for the same chunk), cut into units of whole heads × query tiles
+    /// between which the transfers are polled.
+    struct PairWork {
         var queryChunk: Int
         var keyChunk: Int
-        var pieces: [Piece]
+        var units: [[Piece]]
     }
 
-    /// The work of a step, in a fixed order (so every run merges in the same order): for each
-    /// key chunk and query chunk, the visible part (all keys; causal: none for a later key
-    /// chunk, the causal diagonal for the same chunk), cut into about `unitsPerStep` units.
-    func work(queryChunks: [Range<Int>], keyChunks: [Range<Int>], heads: Int) -> [Unit] {
+    /// The work of a step, in a fixed order (so every run merges in the same order): key chunk by
+    /// key chunk, query chunk by query chunk, skipping pairs whose keys are all in the queries'
+    /// future; about `unitsPerStep` units in all.
+    func work(queryChunks: [Range<Int>], keyChunks: [Range<Int>], heads: Int) -> [PairWork] {
         var pairs: [(a: Int, j: Int, causal: Bool)] = []
         for (j, keys) in keyChunks.enumerated() where !keys.isEmpty {
             for (a, queries) in queryChunks.enumerated() where !queries.isEmpty {
@@ -162,137 +154,79 @@ public struct RingAttention: SequenceParallelAttention {
         guard !pairs.isEmpty else { return [] }
         // Heads go whole; a chunk is cut into parts of whole query tiles.
         let partsPerPair = max(1, Self.unitsPerStep / (pairs.count * heads))
-        var units: [Unit] = []
-        for (a, j, causal) in pairs {
+        let tile = AttentionPlan.queryTile
+        return pairs.map { a, j, causal in
             let queries = queryChunks[a], keys = keyChunks[j]
-            let tile = AttentionPlan.queryTile
             let tiles = (queries.count + tile - 1) / tile
             let parts = min(partsPerPair, tiles)
-            for part in 0..<parts {
+            let units = (0..<parts).map { part -> [Piece] in
                 let lo = queries.lowerBound + part * tiles / parts * tile
                 let hi = min(queries.upperBound, queries.lowerBound + (part + 1) * tiles / parts * tile)
-                let pieces = (0..<heads).map {
-                    Piece(head: $0, queries: lo..<hi, keys: keys, causal: causal, hyper: false, merge: true)
-                }
-                units.append(Unit(queryChunk: a, keyChunk: j, pieces: pieces))
+                return (0..<heads).map { Piece(head: $0, queries: lo..<hi, keys: keys, causal: causal, hyper: false, merge: true) }
             }
+            return PairWork(queryChunk: a, keyChunk: j, units: units)
         }
-        return units
     }
 }
 
-/// A rank's rows during ring attention: Q, O and lse per query chunk (`[b·h, rows, ·]`) and two
-/// K|V message buffers, the one being computed on and the one being received into.
+/// A rank's rows during ring attention: Q, O and lse per query chunk (`[b, h, rows, ·]`) and two
+/// K|V message buffers, the one being computed on and the one being received into. A message
+/// holds, chunk after chunk, K `[b·h_kv, rows, d]` then V `[b·h_kv, rows, d_v]`.
 final class RingRows {
     let queryChunks: [Range<Int>]
-    let heads: Int, headDim: Int, valueDim: Int
-    private var queries: [UnsafeMutableBufferPointer<Float>]
-    private var outputs: [UnsafeMutableBufferPointer<Float>]
-    private var lses: [UnsafeMutableBufferPointer<Float>]
-    private var current: UnsafeMutableBufferPointer<Float>
-    private var next: UnsafeMutableBufferPointer<Float>
+    private let queries: [Tensor]
+    private let outputs: [Tensor]
+    private let lses: [Tensor]
+    private var current: Tensor
+    private var next: Tensor
 
-    init(queryChunks: [Range<Int>], heads: Int, headDim: Int, valueDim: Int, messageCapacity: Int) {
+    /// - Parameters:
+    ///   - query, key, value: the rank's shards (rows of `queryChunks` / `keyChunks`, chunk after chunk).
+    ///   - messageCapacity: floats of the largest K|V message of any rank.
+    init(query: Tensor, queryChunks: [Range<Int>], key: Tensor, value: Tensor, keyChunks: [Range<Int>], messageCapacity: Int) {
         self.queryChunks = queryChunks
-        self.heads = heads
-        self.headDim = headDim
-        self.valueDim = valueDim
-        func buffer(_ count: Int, _ value: Float) -> UnsafeMutableBufferPointer<Float> {
-            let b = UnsafeMutableBufferPointer<Float>.allocate(capacity: max(count, 1))
-            b.initialize(repeating: value)
-            return b
+        let lead = Array(query.shape.dropLast(2)), dv = value.shape.last!
+        queries = Self.storedRows(of: queryChunks).map { query.rows([$0]) }
+        outputs = queryChunks.map { Tensor(shape: lead + [$0.count, dv]) }
+        lses = queryChunks.map { Tensor(shape: lead + [$0.count, 1], repeating: -.infinity) }
+        current = Tensor(shape: [max(messageCapacity, 1)]) { _ in }
+        next = Tensor(shape: [max(messageCapacity, 1)]) { _ in }
+        // This rank's own message.
+        var offset = 0
+        for rows in Self.storedRows(of: keyChunks) {
+            for part in [key.rows([rows]), value.rows([rows])] {
+                part.withUnsafeBufferPointer { (current.unsafeStoragePointer + offset).update(from: $0.baseAddress!, count: $0.count) }
+                offset += part.count
+            }
         }
-        queries = queryChunks.map { buffer(heads * $0.count * headDim, 0) }
-        outputs = queryChunks.map { buffer(heads * $0.count * valueDim, 0) }
-        lses = queryChunks.map { buffer(heads * $0.count, -.infinity) }
-        current = buffer(messageCapacity, 0)
-        next = buffer(messageCapacity, 0)
     }
 
-    deinit {
-        for b in queries + outputs + lses + [current, next] { b.deallocate() }
-    }
-
-    /// Copies the rows of every head of a shard (`[heads, Σ chunk rows, width]`) into per-chunk
-    /// buffers (`[heads, chunk rows, width]`).
-    private static func pack(_ shard: UnsafePointer<Float>, chunks: [Range<Int>], heads: Int, width: Int,
-                             into buffers: [UnsafeMutableBufferPointer<Float>]) {
-        let total = chunks.reduce(0) { $0 + $1.count }
+    /// Where each chunk's rows sit in a shard that stores the chunks one after the other.
+    private static func storedRows(of chunks: [Range<Int>]) -> [Range<Int>] {
         var first = 0
-        for (c, chunk) in chunks.enumerated() {
-            for h in 0..<heads {
-                (buffers[c].baseAddress! + h * chunk.count * width).update(from: shard + (h * total + first) * width, count: chunk.count * width)
-            }
-            first += chunk.count
+        return chunks.map { chunk in
+            defer { first += chunk.count }
+            return first..<(first + chunk.count)
         }
     }
 
-    /// The inverse of `pack`.
-    private static func unpack(_ buffers: [UnsafeMutableBufferPointer<Float>], chunks: [Range<Int>], heads: Int, width: Int,
-                               into shard: UnsafeMutablePointer<Float>) {
-        let total = chunks.reduce(0) { $0 + $1.count }
-        var first = 0
-        for (c, chunk) in chunks.enumerated() {
-            for h in 0..<heads {
-                (shard + (h * total + first) * width).update(from: buffers[c].baseAddress! + h * chunk.count * width, count: chunk.count * width)
-            }
-            first += chunk.count
-        }
-    }
-
-    func packQueries(from query: Tensor) {
-        query.withUnsafeBufferPointer {
-            Self.pack($0.baseAddress!, chunks: queryChunks, heads: heads, width: headDim, into: queries)
-        }
-    }
-
-    /// Lays this rank's K and V rows out as its ring message.
-    func packKeysValues(key: Tensor, value: Tensor, chunks: [Range<Int>], kvHeads: Int) {
-        let total = chunks.reduce(0) { $0 + $1.count }
-        key.withUnsafeBufferPointer { kb in
-            value.withUnsafeBufferPointer { vb in
-                var out = current.baseAddress!, first = 0
-                for chunk in chunks {
-                    for (src, width) in [(kb.baseAddress!, headDim), (vb.baseAddress!, valueDim)] {
-                        for h in 0..<kvHeads {
-                            out.update(from: src + (h * total + first) * width, count: chunk.count * width)
-                            out += chunk.count * width
-                        }
-                    }
-                    first += chunk.count
-                }
-            }
-        }
-    }
-
-    func currentMessage(count: Int) -> UnsafeBufferPointer<Float> { UnsafeBufferPointer(rebasing: current[0..<count]) }
-    func nextMessage(count: Int) -> UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(rebasing: next[0..<count]) }
+    func currentMessage(count: Int) -> UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: current.unsafeStoragePointer, count: count) }
+    func nextMessage(count: Int) -> UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: next.unsafeStoragePointer, count: count) }
     func swapMessages() { swap(&current, &next) }
 
-    /// K and V of one key chunk of the current message, starting `offset` floats in.
-    func currentKeysValues(offset: Int, rows: Int, kvHeads: Int, headDim: Int, valueDim: Int)
-        -> (keys: UnsafePointer<Float>, values: UnsafePointer<Float>) {
-        let k = UnsafePointer(current.baseAddress! + offset)
-        return (k, k + kvHeads * rows * headDim)
-    }
-
-    /// The core's view of query chunk `a` against the key chunk `keys` (rows `keyRows`).
-    func io(queryChunk a: Int, keys: (keys: UnsafePointer<Float>, values: UnsafePointer<Float>), keyRows: Range<Int>) -> AttentionIO {
-        AttentionIO(query: UnsafePointer(queries[a].baseAddress!), key: keys.keys, value: keys.values,
-                    output: outputs[a].baseAddress!, lse: lses[a].baseAddress!, queryRows: queryChunks[a], keyRows: keyRows)
+    /// The core's view of query chunk `a` against key chunk `j` of the current message, whose
+    /// key chunks are `keyChunks`.
+    func io(queryChunk a: Int, keyChunk j: Int, of keyChunks: [Range<Int>], kvHeads: Int) -> AttentionIO {
+        let d = queries[a].shape.last!, dv = outputs[a].shape.last!
+        let keys = UnsafePointer(current.unsafeStoragePointer + keyChunks[..<j].reduce(0) { $0 + kvHeads * $1.count * (d + dv) })
+        return AttentionIO(query: UnsafePointer(queries[a].unsafeStoragePointer), key: keys, value: keys + kvHeads * keyChunks[j].count * d,
+                           output: outputs[a].unsafeStoragePointer, lse: lses[a].unsafeStoragePointer,
+                           queryRows: queryChunks[a], keyRows: keyChunks[j])
     }
 
     /// O `[b, h, Σ rows, d_v]` and lse `[b, h, Σ rows]` in the shard layout.
-    func unpack(batch: Int, heads h: Int) -> (Tensor, Tensor) {
-        let total = queryChunks.reduce(0) { $0 + $1.count }
-        var output = Tensor(shape: [batch, h, total, valueDim]) { _ in }
-        var lse = Tensor(shape: [batch, h, total]) { _ in }
-        output.withUnsafeMutableBufferPointer {
-            Self.unpack(outputs, chunks: queryChunks, heads: heads, width: valueDim, into: $0.baseAddress!)
-        }
-        lse.withUnsafeMutableBufferPointer {
-            Self.unpack(lses, chunks: queryChunks, heads: heads, width: 1, into: $0.baseAddress!)
-        }
-        return (output, lse)
+    func joined() throws -> (Tensor, Tensor) {
+        let lse = Tensor.joiningRows(lses)
+        return (Tensor.joiningRows(outputs), try lse.reshaped(Array(lse.shape.dropLast())))
     }
 }

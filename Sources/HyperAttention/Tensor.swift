@@ -91,6 +91,59 @@ public struct Tensor: @unchecked Sendable {
     }
 }
 
+// MARK: - Rows along the sequence axis
+
+extension Tensor {
+    /// The rows `chunks` of the second-to-last axis, one chunk after the other, for every index of
+    /// the leading axes: `[..., n, w]` → `[..., Σ chunk lengths, w]` (a rank's shard made of
+    /// several token chunks, e.g. ring attention's zigzag layout).
+    public func rows(_ chunks: [Range<Int>]) -> Tensor {
+        precondition(shape.count >= 2, "rows(_:) needs a tensor of rank ≥ 2, got shape \(shape)")
+        let width = shape[shape.count - 1], total = shape[shape.count - 2]
+        let outer = shape.dropLast(2).reduce(1, *), picked = chunks.reduce(0) { $0 + $1.count }
+        precondition(chunks.allSatisfy { $0.lowerBound >= 0 && $0.upperBound <= total }, "rows \(chunks) outside 0..<\(total)")
+        if chunks.count == 1 && chunks[0] == 0..<total { return self }
+        return Tensor(shape: Array(shape.dropLast(2)) + [picked, width]) { out in
+            withUnsafeBufferPointer { src in
+                var dst = out.baseAddress!
+                for i in 0..<outer {
+                    for rows in chunks {
+                        dst.update(from: src.baseAddress! + (i * total + rows.lowerBound) * width, count: rows.count * width)
+                        dst += rows.count * width
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tensors `[..., n_i, w]` with the same leading axes and `w`, joined along the rows axis:
+    /// `[..., Σ n_i, w]`. The inverse of `rows(_:)` for the pieces of a shard.
+    public static func joiningRows(_ parts: [Tensor]) -> Tensor {
+        precondition(!parts.isEmpty && parts[0].shape.count >= 2, "joiningRows needs tensors of rank ≥ 2")
+        let lead = Array(parts[0].shape.dropLast(2)), width = parts[0].shape.last!
+        precondition(parts.allSatisfy { Array($0.shape.dropLast(2)) == lead && $0.shape.last! == width },
+                     "joiningRows: shapes \(parts.map(\.shape)) differ outside the rows axis")
+        if parts.count == 1 { return parts[0] }
+        let counts = parts.map { $0.shape[$0.shape.count - 2] }, total = counts.reduce(0, +), outer = lead.reduce(1, *)
+        return Tensor(shape: lead + [total, width]) { out in
+            var first = 0
+            for (part, count) in zip(parts, counts) {
+                part.withUnsafeBufferPointer { src in
+                    for i in 0..<outer {
+                        (out.baseAddress! + (i * total + first) * width).update(from: src.baseAddress! + i * count * width, count: count * width)
+                    }
+                }
+                first += count
+            }
+        }
+    }
+
+    /// The first scalar of the storage, for buffers whose address must outlive one closure (ring
+    /// attention's per-chunk rows and messages, the distributed exchange buffers). Valid while
+    /// this tensor lives; write through it only while the storage is not shared with a copy.
+    package var unsafeStoragePointer: UnsafeMutablePointer<Float> { storage.pointer }
+}
+
 /// Reference-counted scalar storage: owned (allocated here) or adopted (released by a closure).
 @usableFromInline
 final class TensorStorage: @unchecked Sendable {

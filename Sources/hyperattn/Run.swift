@@ -140,7 +140,7 @@ struct Run: ParsableCommand {
         // Each rank reads only its rows (chunk after chunk), as [b, h, rows, d].
         let slices = try agree(world) { () throws -> (Tensor, Tensor, Tensor) in
             func read(_ flag: String, _ path: String, _ chunks: [Range<Int>], heads: Int, width: Int, total: Int) throws -> Tensor {
-                concatenateRows(try chunks.map { rows in
+                Tensor.joiningRows(try chunks.map { rows in
                     let t = try readSlice(flag, path, rows: rows, as: [shape.batch, heads, rows.count, width])
                     try requireFinite(t, flag: flag, path: path, firstRow: rows.lowerBound, rowsPerHead: rows.count, totalRows: total)
                     return t
@@ -196,7 +196,7 @@ struct Run: ParsableCommand {
                 let local = try data.reshaped(Array(rowShape.dropLast(2)) + [dist.localQueryCount, rowShape.last!])
                 var first = 0
                 for rows in dist.localQueryChunks {
-                    try NPYFile.writeRows(path: tempPath, shape: rowShape, rows: rows, data: sliceRows(local, first..<(first + rows.count)))
+                    try NPYFile.writeRows(path: tempPath, shape: rowShape, rows: rows, data: local.rows([first..<(first + rows.count)]))
                     first += rows.count
                 }
             }

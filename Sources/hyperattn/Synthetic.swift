@@ -51,13 +51,9 @@ struct SyntheticProblem {
     /// zigzag shard): Q `[batch, heads, Σ chunk rows, d]` and so on.
     init(_ spec: SyntheticSpec, chunks: [Range<Int>], threads: Int) {
         let parts = chunks.map { SyntheticProblem(spec, tokens: $0, threads: threads) }
-        if parts.count == 1 {
-            self = parts[0]
-        } else {
-            query = concatenateRows(parts.map(\.query))
-            key = concatenateRows(parts.map(\.key))
-            value = concatenateRows(parts.map(\.value))
-        }
+        query = Tensor.joiningRows(parts.map(\.query))
+        key = Tensor.joiningRows(parts.map(\.key))
+        value = Tensor.joiningRows(parts.map(\.value))
     }
 }
 
