@@ -151,7 +151,7 @@ struct SampledError: Codable, Sendable {
             }
         }
         if let failure = failures.lazy.compactMap({ $0 }).first {
-            throw ValidationFailure("reference attention failed: \(failure)")
+            throw CLIError("reference attention failed: \(failure)")
         }
         let diff = diffSquares.reduce(0, +).squareRoot()
         return SampledError(
@@ -240,10 +240,6 @@ struct SampledError: Codable, Sendable {
 }
 
 /// A run-time failure with a one-line message (printed as `Error: <message>`).
-struct ValidationFailure: Error, CustomStringConvertible {
-    var description: String
-    init(_ message: String) { description = message }
-}
 
 /// The rows of a rank's shard: token chunks stored one after the other.
 struct ChunkedRows {

@@ -111,6 +111,13 @@ struct Bench: ParsableCommand {
         }
     }
 
+    /// The settings of a single-process run: no block dealing.
+    private var singleProcessSettings: BenchSettings {
+        var single = settings
+        single.balance = nil
+        return single
+    }
+
     /// The settings of a distributed run.
     private var settings: BenchSettings {
         BenchSettings(
@@ -134,11 +141,7 @@ struct Bench: ParsableCommand {
         let total = n.values.count * modes.values.count * causalValues.count
         var report = BenchReport(
             date: ISO8601DateFormatter().string(from: Date()), machine: machine, threads: threads, peak: peak,
-            settings: BenchSettings(
-                batch: batch, heads: heads, kvHeads: kvHeads ?? heads, d: d, dv: dv ?? d, seed: algorithm.seed,
-                blockSize: algorithm.blockSize, samples: algorithm.samples, lshBits: algorithm.lshBits,
-                minSeqLen: algorithm.minSeqLen, estimator: estimatorName(algorithm.estimator),
-                scale: algorithm.scale.map(Double.init), repeats: repeats, errorRows: errorRows),
+            settings: singleProcessSettings,
             rows: [])
 
         print("hyperattn bench: \(machine.cpuModel), \(machine.logicalCPUs) logical CPUs, \(threads) thread(s)")

@@ -99,7 +99,7 @@ struct DefaultJob: ParsableCommand {
             threads: threads)
         if injectNanRank == 0 { problem.query = injectNaN(problem.query) }
         for (name, t) in [("query", problem.query), ("key", problem.key), ("value", problem.value)] {
-            if let message = nonFiniteMessage(t, name: "synthetic \(name)", firstRow: 0) { throw ValidationFailure(message) }
+            if let message = nonFiniteMessage(t, name: "synthetic \(name)", firstRow: 0) { throw CLIError(message) }
         }
         let inputSeconds = monotonicSeconds() - t0
         let shape = try AttentionShape(query: problem.query.shape, key: problem.key.shape, value: problem.value.shape)
@@ -281,7 +281,7 @@ func checkedOptions(_ options: AttentionOptions, _ shape: AttentionShape) throws
     } catch let AttentionError.invalidArgument(argument, reason) {
         let flags = ["causal": "--causal", "blockSize": "--block-size", "samples": "--samples", "lshBits": "--lsh-bits",
                      "minSeqLen": "--min-seq-len", "threads": "--threads", "scale": "--scale"]
-        throw ValidationFailure("\(flags[argument] ?? argument): \(reason)")
+        throw CLIError("\(flags[argument] ?? argument): \(reason)")
     }
 }
 

@@ -133,21 +133,18 @@ func printLaunchError(_ message: String) {
     FileHandle.standardError.write("hyperattn: error: \(message)\n".data(using: .utf8)!)
 }
 
+/// The flat index of the first NaN or infinity in `t`, or nil.
+func firstNonFiniteIndex(_ t: Tensor) -> Int? {
+    t.withUnsafeBufferPointer { b in b.firstIndex { !$0.isFinite } }
+}
+
 /// The first non-finite element of `t` as a message naming the tensor, head, token and column,
 /// for a `[b, h, rows, dim]` shard whose rows start at token `firstRow`; nil when all are finite.
 func nonFiniteMessage(_ t: Tensor, name: String, firstRow: Int) -> String? {
     let s = t.shape
-    let bad: Int? = t.withUnsafeBufferPointer { b in
-        var i = 0
-        while i < b.count {
-            if !b[i].isFinite { return i }
-            i += 1
-        }
-        return nil
-    }
-    guard let bad else { return nil }
+    guard let bad = firstNonFiniteIndex(t) else { return nil }
     let dim = max(s.last ?? 1, 1), rows = max(s.count >= 2 ? s[s.count - 2] : 1, 1)
     let row = bad / dim
-    return "\(name): non-finite value \(t.scalars[bad]) at head \(row / rows), token \(firstRow + row % rows), column \(bad % dim)"
+    return "\(name): non-finite value \(t.withUnsafeBufferPointer { $0[bad] }) at head \(row / rows), token \(firstRow + row % rows), column \(bad % dim)"
 }
 

@@ -141,12 +141,12 @@ func writeAtomically(_ data: Data, to path: String) throws {
     do {
         try data.write(to: temporary)
     } catch {
-        throw ValidationFailure("cannot write \(path): \(error.localizedDescription)")
+        throw CLIError("cannot write \(path): \(error.localizedDescription)")
     }
     guard rename(temporary.path, url.path) == 0 else {
         let reason = String(cString: strerror(errno))
         try? FileManager.default.removeItem(at: temporary)
-        throw ValidationFailure("cannot write \(path): \(reason)")
+        throw CLIError("cannot write \(path): \(reason)")
     }
 }
 

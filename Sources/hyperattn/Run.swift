@@ -91,7 +91,7 @@ struct Run: ParsableCommand {
         let (q, k, v, shape) = try failing { () throws -> (Tensor, Tensor, Tensor, AttentionShape) in
             let headers = try readHeaders()
             let shape = try problemShape(headers)
-            try checkOptions(options, shape)
+            try checkedOptions(options, shape)
             try checkOutputs()
             let q = try readFile("--q", query), k = try readFile("--k", key), v = try readFile("--v", value)
             for (flag, path, t) in [("--q", query, q), ("--k", key, k), ("--v", value, v)] {
@@ -129,7 +129,7 @@ struct Run: ParsableCommand {
         let setup = try agree(world) { () throws -> (AttentionShape, [Int], [Int]) in
             let headers = try readHeaders()
             let shape = try problemShape(headers)
-            try checkOptions(options, shape)
+            try checkedOptions(options, shape)
             if world.rank == 0 { try checkOutputs() }
             return (shape, headers.q.shape, headers.v.shape)
         }
@@ -267,16 +267,6 @@ struct Run: ParsableCommand {
         }
     }
 
-    private func checkOptions(_ options: AttentionOptions, _ shape: AttentionShape) throws {
-        do {
-            try options.validate(for: shape)
-        } catch let AttentionError.invalidArgument(argument, reason) {
-            let flags = ["causal": "--causal", "blockSize": "--block-size", "samples": "--samples", "lshBits": "--lsh-bits",
-                         "minSeqLen": "--min-seq-len", "threads": "--threads", "scale": "--scale"]
-            throw CLIError("\(flags[argument] ?? argument): \(reason)")
-        }
-    }
-
     /// Fails early (before computing) if an output cannot be created.
     private func checkOutputs() throws {
         for (flag, path) in [("--out", out)] + (lse.map { [("--lse", $0)] } ?? []) {
@@ -293,15 +283,7 @@ struct Run: ParsableCommand {
     /// (C-order) index in the file and its head, row and column. `t` holds rows
     /// `firstRow ..< firstRow + rowsPerHead` of each head of a file with `totalRows` rows per head.
     private func requireFinite(_ t: Tensor, flag: String, path: String, firstRow: Int, rowsPerHead: Int, totalRows: Int) throws {
-        let bad: Int? = t.withUnsafeBufferPointer { b in
-            var i = 0
-            while i < b.count {
-                if !b[i].isFinite { return i }
-                i += 1
-            }
-            return nil
-        }
-        guard let bad else { return }
+        guard let bad = firstNonFiniteIndex(t) else { return }
         let d = t.shape.last!, row = bad / d, column = bad % d
         let head = row / max(rowsPerHead, 1), token = firstRow + row % max(rowsPerHead, 1)
         let flat = (head * totalRows + token) * d + column
