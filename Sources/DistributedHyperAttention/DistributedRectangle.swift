@@ -115,28 +115,22 @@ struct DistributedRectangle {
             return counts
         }
         /// The sorted positions in `range` that each rank holds, rank by rank, ascending: the
-        /// order in which their rows arrive.
-        func arrivingPositions(_ layout: (start: [Int], rankStart: [[Int]]), offset: Int, range: Range<Int>) -> [Int] {
+        /// order in which their rows arrive; and how many come from each rank.
+        func arrivals(_ layout: (start: [Int], rankStart: [[Int]]), offset: Int, range: Range<Int>) -> (positions: [Int], perRank: [Int]) {
             var positions: [Int] = []
             positions.reserveCapacity(range.count)
+            var perRank = [Int](repeating: 0, count: ranks)
             for r in 0..<ranks {
                 for b in 0..<buckets {
                     let first = layout.rankStart[r][b], count = Int(all[r * stride + offset + b])
                     let lo = max(first, range.lowerBound), hi = min(first + count, range.upperBound)
-                    if lo < hi { positions += lo..<hi }
+                    if lo < hi {
+                        positions += lo..<hi
+                        perRank[r] += hi - lo
+                    }
                 }
             }
-            return positions
-        }
-
-        /// How many rows of sorted positions `range` each rank holds (what it sends here).
-        func receiveCounts(_ layout: (start: [Int], rankStart: [[Int]]), offset: Int, range: Range<Int>) -> [Int] {
-            (0..<ranks).map { r in
-                (0..<buckets).reduce(0) { total, b in
-                    let first = layout.rankStart[r][b], count = Int(all[r * stride + offset + b])
-                    return total + max(0, min(first + count, range.upperBound) - max(first, range.lowerBound))
-                }
-            }
+            return (positions, perRank)
         }
 
         // Q rows (d floats each) and K|V rows (d + d_v floats each), in ascending sorted
@@ -154,16 +148,15 @@ struct DistributedRectangle {
             copyRow(from: ex.valueRow(h, myK.lowerBound + i), to: row + d, count: dv)
         }
         // Where the received rows go: every rank knows every rank's positions from the counts.
-        let arrivingQ = arrivingPositions(queryLayout, offset: 0, range: qStart..<qEnd)
-        let arrivingK = arrivingPositions(keyLayout, offset: buckets, range: kStart..<kEnd)
+        let (arrivingQ, queryReceiveCounts) = arrivals(queryLayout, offset: 0, range: qStart..<qEnd)
+        let (arrivingK, keyReceiveCounts) = arrivals(keyLayout, offset: buckets, range: kStart..<kEnd)
         let querySendCounts = sendCounts(mineQ.positions, length: nq)
-        let queryReceiveCounts = receiveCounts(queryLayout, offset: 0, range: qStart..<qEnd)
         let receivedQ = scratch.buffer(.receivedQ, count: arrivingQ.count * d)
         try comm.allToAllv(UnsafeBufferPointer(sendQ), partition: BufferPartition(counts: querySendCounts.map { $0 * d }),
                            into: receivedQ, partition: BufferPartition(counts: queryReceiveCounts.map { $0 * d }))
         let receivedKV = scratch.buffer(.receivedKV, count: arrivingK.count * (d + dv))
         try comm.allToAllv(UnsafeBufferPointer(sendKV), partition: BufferPartition(counts: sendCounts(mineK.positions, length: nk).map { $0 * (d + dv) }),
-                           into: receivedKV, partition: BufferPartition(counts: receiveCounts(keyLayout, offset: buckets, range: kStart..<kEnd).map { $0 * (d + dv) }))
+                           into: receivedKV, partition: BufferPartition(counts: keyReceiveCounts.map { $0 * (d + dv) }))
         run.report.bytesSent += 4 * (sendQ.count + sendKV.count)
         run.report.bytesReceived += 4 * (receivedQ.count + receivedKV.count)
 
