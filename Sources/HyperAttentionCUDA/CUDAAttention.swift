@@ -62,7 +62,9 @@ public final class CUDAAttentionSession: @unchecked Sendable {
     public var device: CUDADevice { kernels.device }
     let kernels: CUDAKernels
     let stream: CUDAStream
-    let levels: [(host: HostLevel, device: DeviceLevel)]
+    /// Every level's tables in one set (`HostPlan`) and their device copies.
+    let plan: HostPlan
+    let tables: DeviceLevel
     let query16: DeviceBuffer, key16: DeviceBuffer, value16: DeviceBuffer
     /// fp32 copies of Q and K when the inputs came as fp32: the hash reads them, so that the LSH
     /// order is the CPU path's bit for bit.
@@ -87,11 +89,12 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         value16 = try DeviceBuffer(device: d, byteCount: kCount * shape.valueDim * 2)
         output = try DeviceBuffer(device: d, byteCount: qCount * shape.valueDim * 4)
         logSumExp = try DeviceBuffer(device: d, byteCount: qCount * 4)
-        levels = try HostLevel.levels(shape: shape, options: options).map { ($0, try DeviceLevel(device: d, host: $0, valueDim: shape.valueDim)) }
+        plan = HostPlan(levels: HostLevel.levels(shape: shape, options: options))
+        tables = try DeviceLevel(device: d, host: plan.tables, valueDim: shape.valueDim)
     }
 
     /// Whether any level hashes (HyperAttention pieces).
-    var hashes: Bool { levels.contains { $0.host.segmentCount > 0 } }
+    var hashes: Bool { plan.tables.segmentCount > 0 }
 
     /// Uploads fp32 inputs (layout `[b, h, n, d]`), rounding them to the session's precision on
     /// the device; Q and K stay in fp32 too when the call hashes.
@@ -139,51 +142,69 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         let scatter = try kernels.function("scatter_order")
         let blockSums = try kernels.function("cv_block_sums_\(p16)")
         let finish = try kernels.function("cv_finish_\(p16)")
-        let attend = try kernels.function("attn_\(p16)_d\(dim)")
+        let exactKernel = attentionKernel(p16: p16, dim: dim, hyper: false)
+        let hyperKernel = attentionKernel(p16: p16, dim: dim, hyper: true)
+        let attendExact = try kernels.function(exactKernel.name), attendHyper = try kernels.function(hyperKernel.name)
         let scaleLog2 = options.effectiveScale(headDim: dim) * 1.442_695_040_888_963_4
         let hq = (queryHash ?? query16).pointer, hk = (keyHash ?? key16).pointer
-        for (host, dev) in levels {
-            if host.segmentCount > 0 {
-                try stream.memset(dev.counts!.pointer, 0, bytes: dev.counts!.byteCount)
-                let warpsGrid = ((host.chunkCount + 3) / 4, 1, 1)
-                try stream.launch(hash, grid: warpsGrid, block: (128, 1, 1), arguments: [
-                    .pointer(hq), .pointer(hk), .int(s.queryCount), .int(s.keyCount), .pointer(dev.segments!.pointer),
-                    .pointer(dev.chunks!.pointer), .int(host.chunkCount), .pointer(dev.directions!.pointer),
-                    .int(options.lshBits), .pointer(dev.buckets!.pointer), .pointer(dev.counts!.pointer),
+        let host = plan.tables, dev = tables
+        // Hash, sort and control variate of every level: one launch each.
+        if host.segmentCount > 0 {
+            try stream.memset(dev.counts!.pointer, 0, bytes: dev.counts!.byteCount)
+            let warpsGrid = ((host.chunkCount + 3) / 4, 1, 1)
+            try stream.launch(hash, grid: warpsGrid, block: (128, 1, 1), arguments: [
+                .pointer(hq), .pointer(hk), .int(s.queryCount), .int(s.keyCount), .pointer(dev.segments!.pointer),
+                .pointer(dev.chunks!.pointer), .int(host.chunkCount), .pointer(dev.directions!.pointer),
+                .int(options.lshBits), .pointer(dev.buckets!.pointer), .pointer(dev.counts!.pointer),
+            ])
+            try mark?("hash")
+            try stream.launch(scan, grid: (host.segmentCount, 1, 1), block: (1024, 1, 1), arguments: [
+                .pointer(dev.counts!.pointer), .pointer(dev.segments!.pointer), .int(options.lshBits),
+            ])
+            try mark?("scan")
+            try stream.launch(scatter, grid: warpsGrid, block: (128, 1, 1), arguments: [
+                .pointer(dev.segments!.pointer), .pointer(dev.chunks!.pointer), .int(host.chunkCount),
+                .pointer(dev.buckets!.pointer), .pointer(dev.counts!.pointer), .pointer(dev.order!.pointer),
+                .int(options.lshBits),
+            ])
+            try mark?("scatter")
+            if host.controlBlockCount > 0 && options.estimator == .stratifiedControlVariate {
+                try stream.launch(blockSums, grid: (host.controlBlockCount, 1, 1), block: (256, 1, 1), arguments: [
+                    .pointer(value16.pointer), .int(s.keyCount), .int(s.valueDim), .pointer(dev.controlBlocks!.pointer),
+                    .pointer(dev.order!.pointer), .pointer(dev.samplePositions!.pointer), .pointer(dev.sampleWeights!.pointer),
+                    .pointer(dev.blockSum!.pointer), .pointer(dev.inBlock!.pointer),
                 ])
-                try mark?("hash")
-                try stream.launch(scan, grid: (host.segmentCount, 1, 1), block: (1024, 1, 1), arguments: [
-                    .pointer(dev.counts!.pointer), .pointer(dev.segments!.pointer), .int(options.lshBits),
+                try mark?("control variate (block sums)")
+                try stream.launch(finish, grid: (host.controlPieceCount, 1, 1), block: (256, 1, 1), arguments: [
+                    .pointer(value16.pointer), .int(s.keyCount), .int(s.valueDim), .pointer(dev.controlPieces!.pointer),
+                    .pointer(dev.order!.pointer), .pointer(dev.samplePositions!.pointer), .pointer(dev.sampleWeights!.pointer),
+                    .pointer(dev.blockSum!.pointer), .pointer(dev.inBlock!.pointer), .pointer(dev.correction!.pointer),
                 ])
-                try mark?("scan")
-                try stream.launch(scatter, grid: warpsGrid, block: (128, 1, 1), arguments: [
-                    .pointer(dev.segments!.pointer), .pointer(dev.chunks!.pointer), .int(host.chunkCount),
-                    .pointer(dev.buckets!.pointer), .pointer(dev.counts!.pointer), .pointer(dev.order!.pointer),
-                ])
-                try mark?("scatter")
-                if host.controlBlockCount > 0 && options.estimator == .stratifiedControlVariate {
-                    try stream.launch(blockSums, grid: (host.controlBlockCount, 1, 1), block: (256, 1, 1), arguments: [
-                        .pointer(value16.pointer), .int(s.keyCount), .int(s.valueDim), .pointer(dev.controlBlocks!.pointer),
-                        .pointer(dev.order!.pointer), .pointer(dev.samplePositions!.pointer), .pointer(dev.sampleWeights!.pointer),
-                        .pointer(dev.blockSum!.pointer), .pointer(dev.inBlock!.pointer),
-                    ])
-                    try stream.launch(finish, grid: (host.controlPieceCount, 1, 1), block: (256, 1, 1), arguments: [
-                        .pointer(value16.pointer), .int(s.keyCount), .int(s.valueDim), .pointer(dev.controlPieces!.pointer),
-                        .pointer(dev.order!.pointer), .pointer(dev.samplePositions!.pointer), .pointer(dev.sampleWeights!.pointer),
-                        .pointer(dev.blockSum!.pointer), .pointer(dev.inBlock!.pointer), .pointer(dev.correction!.pointer),
-                    ])
-                    try mark?("control variate")
-                }
+                try mark?("control variate (finish)")
             }
-            let order = dev.order?.pointer ?? 0
-            try stream.launch(attend, grid: (host.tileCount, 1, 1), block: (256, 1, 1), arguments: [
+        }
+        // The tiles, level by level (a level lse-merges into rows that earlier levels wrote).
+        let order = dev.order?.pointer ?? 0
+        for level in plan.levels where level.tileCount > 0 {
+            let kernel = level.hyper ? hyperKernel : exactKernel
+            try stream.launch(level.hyper ? attendHyper : attendExact, grid: (level.tileCount, 1, 1), block: (kernel.threads, 1, 1), arguments: [
                 .pointer(query16.pointer), .pointer(key16.pointer), .pointer(value16.pointer), .pointer(output.pointer),
-                .pointer(logSumExp.pointer), .int(s.queryCount), .int(s.keyCount), .pointer(dev.tiles.pointer),
+                .pointer(logSumExp.pointer), .int(s.queryCount), .int(s.keyCount),
+                .pointer(dev.tiles.pointer + UInt64(level.firstTile * HostLevel.tileFields * 4)),
                 .pointer(order), .pointer(order), .pointer(dev.samplePositions?.pointer ?? 0),
                 .pointer(dev.sampleLog2Weights?.pointer ?? 0), .pointer(dev.correction?.pointer ?? 0), .float(scaleLog2),
             ])
-            try mark?(host.segmentCount > 0 ? "attention (hyper levels)" : "attention (exact levels)")
+            try mark?(level.hyper ? "attention (hyper levels)" : "attention (exact levels)")
         }
+    }
+
+    /// The tile kernel of exact or HyperAttention levels and its threads per CTA (128 query rows,
+    /// 16·MT rows per warp). d = 64: exact levels MT = 2 (4 warps; each K/V fragment read from
+    /// shared memory feeds two MMAs); HyperAttention levels MT = 1 (8 warps: their tiles are short,
+    /// and more warps hide the gathers and the epilogue; measured faster on the H100). d = 128: MT = 1.
+    func attentionKernel(p16: String, dim: Int, hyper: Bool) -> (name: String, threads: Int) {
+        if dim == 64 { return hyper ? ("attn_\(p16)_d64_h", 256) : ("attn_\(p16)_d64", 128) }
+        return ("attn_\(p16)_d\(dim)", 256)
     }
 
     /// Milliseconds per phase of one call, summed over levels (CUDA events between phases).
@@ -232,7 +253,7 @@ public final class CUDAAttentionSession: @unchecked Sendable {
     /// Query–key pairs the call evaluates and its useful FLOPs (as `AttentionStats`).
     public var stats: AttentionStats {
         var st = AttentionStats()
-        st.evaluatedPairs = levels.reduce(0) { $0 + $1.host.evaluatedPairs }
+        st.evaluatedPairs = plan.tables.evaluatedPairs
         st.flops = Double(st.evaluatedPairs) * 2 * Double(shape.headDim + shape.valueDim)
         return st
     }

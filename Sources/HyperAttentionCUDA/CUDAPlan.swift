@@ -48,6 +48,8 @@ struct HostLevel {
         return pieces.map { HostLevel(pieces: $0, shape: shape, options: options) }
     }
 
+    init() {}
+
     init(pieces: [Piece], shape: AttentionShape, options: AttentionOptions) {
         let buckets = 1 << options.lshBits
         // Rows per hash/scatter chunk: the counts table is buckets × chunks per segment.
@@ -125,5 +127,66 @@ struct HostLevel {
         // Heaviest tiles first (the order changes no result: tiles of a level own disjoint rows).
         let order = tileList.indices.sorted { tileList[$0].cost != tileList[$1].cost ? tileList[$0].cost > tileList[$1].cost : $0 < $1 }
         for i in order { tiles += tileList[i].fields }
+    }
+}
+
+/// Every level of a call in one set of tables, so that hashing, the sort and the control variate
+/// of all levels run as one launch each (the pieces of every level are known up front). The tiles
+/// stay grouped by level: levels run one after another, as on the CPU, because a later level
+/// lse-merges into the rows an earlier one wrote.
+struct HostPlan {
+    /// The levels' tables concatenated, each level's offsets (directions, sorted orders, counts,
+    /// samples, control-variate rows) shifted past the levels before it.
+    var tables = HostLevel()
+    /// Each level's tiles in `tables.tiles` (first tile, count) and whether it has
+    /// HyperAttention pieces; in execution order.
+    var levels: [(firstTile: Int, tileCount: Int, hyper: Bool)] = []
+
+    init(levels parts: [HostLevel]) {
+        var t = HostLevel()
+        for p in parts {
+            let seg0 = Int32(t.segmentCount), dir0 = Int32(t.directions.count), ord0 = Int32(t.orderLength)
+            let cnt0 = Int32(t.countLength), smp0 = Int32(t.samplePositions.count), blk0 = Int32(t.controlBlockCount)
+            for i in 0..<p.segmentCount {
+                var f = Array(p.segments[i * HostLevel.segmentFields..<(i + 1) * HostLevel.segmentFields])
+                f[4] += dir0
+                f[5] += ord0
+                f[6] += cnt0
+                t.segments += f
+            }
+            for i in 0..<p.chunkCount { t.chunks += [p.chunks[2 * i] + seg0, p.chunks[2 * i + 1]] }
+            t.directions += p.directions
+            levels.append((firstTile: t.tileCount, tileCount: p.tileCount, hyper: p.segmentCount > 0))
+            for i in 0..<p.tileCount {
+                var f = Array(p.tiles[i * HostLevel.tileFields..<(i + 1) * HostLevel.tileFields])
+                if f[9] >= 0 {  // HyperAttention tile: sorted orders, samples, control-variate row
+                    f[9] += ord0
+                    f[10] += ord0
+                    f[11] += smp0
+                    f[14] += blk0
+                }
+                t.tiles += f
+            }
+            t.samplePositions += p.samplePositions
+            t.sampleLog2Weights += p.sampleLog2Weights
+            t.sampleWeights += p.sampleWeights
+            for i in 0..<p.controlBlockCount {
+                var f = Array(p.controlBlocks[i * 7..<(i + 1) * 7])
+                f[2] += ord0
+                f[5] += smp0
+                t.controlBlocks += f
+            }
+            for i in 0..<p.controlPieceCount {
+                var f = Array(p.controlPieces[i * 7..<(i + 1) * 7])
+                f[0] += blk0
+                f[4] += ord0
+                f[5] += smp0
+                t.controlPieces += f
+            }
+            t.orderLength += p.orderLength
+            t.countLength += p.countLength
+            t.evaluatedPairs += p.evaluatedPairs
+        }
+        tables = t
     }
 }

@@ -6,20 +6,24 @@
 /// Kernels (all `extern "C"`):
 /// - `convert_f32_{bf16,f16}`: fp32 → 16-bit inputs.
 /// - `hash_count_{f32,bf16,f16}_d{64,128}`: sortLSH bucket of each row of a list of segments
-///   (the Q and K rows of each HyperAttention piece), the dot products summed in the CPU path's
-///   order (16 fused lanes, then a tree), and the per-chunk bucket histogram.
+///   (the Q and K rows of each HyperAttention piece, all levels in one launch), the dot products
+///   summed in the CPU path's order (16 fused lanes, then a tree) with the directions in shared
+///   memory and 16-byte row loads, and the per-chunk bucket histogram.
 /// - `scan_counts`: per segment, exclusive scan of the (bucket, chunk) counts.
 /// - `scatter_order`: the stable scatter of the counting sort (rank within a warp by
-///   `__match_any_sync`), giving sorted position → row, as the CPU's `SortLSH.sortedOrder`.
+///   `__match_any_sync`, running offsets in shared memory), giving sorted position → row, as the
+///   CPU's `SortLSH.sortedOrder`.
 /// - `cv_block_sums_*`, `cv_finish_*`: the control variate's per-block Σ V corrections.
-/// - `attn_{bf16,f16}_d{64,128}`: the fused tile kernel. One CTA = 128 query rows (8 warps × 16),
-///   FlashAttention-2 style: keys in tiles of 64 (32 for d = 128) double-buffered by `cp.async`,
-///   S = QKᵀ and O += PV on tensor cores (`mma.sync.m16n8k16`, `ldmatrix`), online softmax in
-///   exp2 with fp32 statistics. A tile descriptor says which rows: exact tiles (optionally causal,
-///   tiles above the diagonal skipped per warp, the diagonal masked), or a HyperAttention block
-///   (queries and keys gathered through the sorted orders, then the node's samples with their
-///   log-weights, those inside the block masked, then the control variate). The epilogue writes
-///   (O, lse) in fp32 or lse-merges into the rows' existing partial, exactly as `mergePartial`.
+/// - `attn_{bf16,f16}_d{64,128}[_h]`: the fused tile kernel. One CTA = 128 query rows, warps of
+///   16·MT rows (MT = 2 for d = 64 exact levels, else 1), FlashAttention-2 style: keys in tiles of
+///   64 (32 for d = 128) double-buffered by `cp.async`, S = QKᵀ and O += PV on tensor cores
+///   (`mma.sync.m16n8k16`, `ldmatrix`; each K/V fragment feeds MT MMAs), online softmax in exp2
+///   with fp32 statistics (the scale folded into the exponent's FMA on unbiased tiles). A tile
+///   descriptor says which rows: exact tiles (optionally causal, tiles above the diagonal skipped
+///   per warp, only the diagonal masked), or a HyperAttention block (queries and keys gathered
+///   through the sorted orders, then the node's samples with their log-weights, those inside the
+///   block masked, then the control variate). The epilogue writes (O, lse) in fp32 or lse-merges
+///   into the rows' existing partial, exactly as `mergePartial`.
 let cudaKernelSource = #"""
 typedef unsigned short u16;
 typedef unsigned int u32;
@@ -84,10 +88,38 @@ extern "C" __global__ void fill_normal_16(u16* out, long long n, unsigned long l
 #define SEG_RPC 8
 #define SEG_FIELDS 9
 
+// A row of D elements into registers with 16-byte loads (rows are 16-byte aligned).
+template <int KIND, int D> __device__ __forceinline__ void load_row(const void* base, size_t row, float* x) {
+    if (KIND == 0) {
+        const float4* p = (const float4*)((const float*)base + row * D);
+#pragma unroll
+        for (int q = 0; q < D / 4; q++) {
+            const float4 v = p[q];
+            x[4 * q] = v.x; x[4 * q + 1] = v.y; x[4 * q + 2] = v.z; x[4 * q + 3] = v.w;
+        }
+    } else {
+        const uint4* p = (const uint4*)((const u16*)base + row * D);
+#pragma unroll
+        for (int q = 0; q < D / 8; q++) {
+            const uint4 v = p[q];
+            const u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+            for (int h = 0; h < 4; h++) {
+                const u16 lo = (u16)(w[h] & 0xffffu), hi = (u16)(w[h] >> 16);
+                x[8 * q + 2 * h] = KIND == 1 ? bf16_to_f(lo) : f16_to_f(lo);
+                x[8 * q + 2 * h + 1] = KIND == 1 ? bf16_to_f(hi) : f16_to_f(hi);
+            }
+        }
+    }
+}
+
+#define HASH_WARPS 4
 template <int KIND, int D>
 __device__ __forceinline__ void hash_count_impl(
     const void* Q, const void* K, int nQ, int nK, const int* segs, const int* chunks, int numChunks,
     const float* dirs, int bits, u16* buckets, int* counts) {
+    // Each warp's segment directions (bits ≤ 16) in shared memory: broadcast reads.
+    __shared__ __align__(16) float wsh[HASH_WARPS][16 * D];
     int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (warp >= numChunks) return;
@@ -96,7 +128,9 @@ __device__ __forceinline__ void hash_count_impl(
     const void* base = s[SEG_TENSOR] == 0 ? Q : K;
     const int nRows = s[SEG_TENSOR] == 0 ? nQ : nK;
     const size_t rowBase = (size_t)s[SEG_HEAD] * nRows + s[SEG_FIRST];
-    const float* w = dirs + s[SEG_DIR];
+    float* w = wsh[threadIdx.x >> 5];
+    for (int e = lane; e < bits * D; e += 32) w[e] = dirs[s[SEG_DIR] + e];
+    __syncwarp();
     const int nch = s[SEG_CHUNKS], rpc = s[SEG_RPC];
     const int lo = ci * rpc, hi = min(s[SEG_LEN], lo + rpc);
     for (int b0 = lo; b0 < hi; b0 += 32) {
@@ -105,8 +139,7 @@ __device__ __forceinline__ void hash_count_impl(
         u32 bucket = 0;
         if (valid) {
             float x[D];
-#pragma unroll
-            for (int c = 0; c < D; c++) x[c] = load_elem<KIND>(base, (rowBase + i) * D + c);
+            load_row<KIND, D>(base, rowBase + i, x);
             u32 code = 0;
             for (int j = 0; j < bits; j++) {
                 // The CPU's order: 16 lanes of fused multiply-adds, then a halving tree.
@@ -115,8 +148,15 @@ __device__ __forceinline__ void hash_count_impl(
                 for (int l = 0; l < 16; l++) acc[l] = 0.f;
 #pragma unroll
                 for (int c0 = 0; c0 < D; c0 += 16) {
+                    // 16-byte broadcast reads of the directions (same order of operations).
 #pragma unroll
-                    for (int l = 0; l < 16; l++) acc[l] = fmaf(x[c0 + l], w[j * D + c0 + l], acc[l]);
+                    for (int q4 = 0; q4 < 4; q4++) {
+                        const float4 wv = *(const float4*)(w + j * D + c0 + 4 * q4);
+                        acc[4 * q4] = fmaf(x[c0 + 4 * q4], wv.x, acc[4 * q4]);
+                        acc[4 * q4 + 1] = fmaf(x[c0 + 4 * q4 + 1], wv.y, acc[4 * q4 + 1]);
+                        acc[4 * q4 + 2] = fmaf(x[c0 + 4 * q4 + 2], wv.z, acc[4 * q4 + 2]);
+                        acc[4 * q4 + 3] = fmaf(x[c0 + 4 * q4 + 3], wv.w, acc[4 * q4 + 3]);
+                    }
                 }
 #pragma unroll
                 for (int l = 0; l < 8; l++) acc[l] = __fadd_rn(acc[l], acc[l + 8]);
@@ -188,8 +228,14 @@ extern "C" __global__ void __launch_bounds__(1024) scan_counts(int* counts, cons
     }
 }
 
-// The stable scatter: one warp per chunk, rows in order, ranks among equal buckets by lane.
-extern "C" __global__ void scatter_order(const int* segs, const int* chunks, int numChunks, const u16* buckets, int* offsets, int* order) {
+// The stable scatter: one warp per chunk, rows in order, ranks among equal buckets by lane. The
+// warp's column of running offsets lives in shared memory when 2^bits ≤ 256 (no global round
+// trip per 32 rows), else in global memory.
+#define SCATTER_WARPS 4
+#define SCATTER_SMEM_BUCKETS 256
+extern "C" __global__ void __launch_bounds__(SCATTER_WARPS * 32) scatter_order(const int* segs, const int* chunks, int numChunks,
+    const u16* buckets, int* offsets, int* order, int bits) {
+    __shared__ int sOff[SCATTER_WARPS][SCATTER_SMEM_BUCKETS];
     int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (warp >= numChunks) return;
@@ -197,6 +243,12 @@ extern "C" __global__ void scatter_order(const int* segs, const int* chunks, int
     const int* s = segs + segi * SEG_FIELDS;
     const int nch = s[SEG_CHUNKS], rpc = s[SEG_RPC];
     const int lo = ci * rpc, hi = min(s[SEG_LEN], lo + rpc);
+    const bool local = (1 << bits) <= SCATTER_SMEM_BUCKETS;
+    int* column = local ? sOff[threadIdx.x >> 5] : 0;
+    if (local) {
+        for (int b = lane; b < (1 << bits); b += 32) column[b] = offsets[s[SEG_CNT] + b * nch + ci];
+        __syncwarp();
+    }
     for (int b0 = lo; b0 < hi; b0 += 32) {
         const int i = b0 + lane;
         const bool valid = i < hi;
@@ -206,7 +258,7 @@ extern "C" __global__ void scatter_order(const int* segs, const int* chunks, int
         if (valid) {
             const u32 b = buckets[s[SEG_ORD] + i];
             peers = __match_any_sync(mask, b);
-            slot = (volatile int*)&offsets[s[SEG_CNT] + (int)b * nch + ci];
+            slot = local ? (volatile int*)&column[b] : (volatile int*)&offsets[s[SEG_CNT] + (int)b * nch + ci];
             const int pos = *slot + __popc(peers & ((1u << lane) - 1u));
             order[s[SEG_ORD] + pos] = i;
         }
@@ -218,33 +270,57 @@ extern "C" __global__ void scatter_order(const int* segs, const int* chunks, int
 
 // ---- Control variate: D_j = Σ_{k∉B_j} v_k − Σ_{s∉B_j} w_s v_s per block j of a piece ----
 // Block fields: kvHead, kBase, kOrd, kFirst, kCount, sOff, sCount.
-// 256 threads: groups of dv threads (one per column) split the rows, then reduce in shared memory.
+// 256 threads: dv/8 threads per row (16-byte loads, 8 columns each) and 256/(dv/8) rows at a time,
+// then a reduction over the row groups in shared memory (dv ∈ {64, 128}).
 template <int KIND>
 __device__ __forceinline__ void cv_block_sums_impl(const void* V, int nK, int dv, const int* blocks, const int* kOrder,
     const int* samplePos, const float* sampleW, double* blockSum, double* inBlock) {
-    __shared__ double red[2][256];
+    __shared__ double red[2][2048];
     const int* b = blocks + blockIdx.x * 7;
-    const int groups = blockDim.x / dv, grp = threadIdx.x / dv, c = threadIdx.x % dv;
+    const int tpr = dv >> 3, groups = blockDim.x / tpr, grp = threadIdx.x / tpr, c8 = threadIdx.x % tpr;
     const size_t headBase = (size_t)b[0] * nK;
     const int kBase = b[1], kOrd = b[2], kFirst = b[3], kCount = b[4];
-    double sum = 0, in = 0;
-    if (grp < groups) {
-#pragma unroll 4
-        for (int p = kFirst + grp; p < kFirst + kCount; p += groups)
-            sum += (double)load_elem<KIND>(V, (headBase + kBase + kOrder[kOrd + p]) * dv + c);
-        for (int s = grp; s < b[6]; s += groups) {
-            const int pos = samplePos[b[5] + s];
-            if (pos >= kFirst && pos < kFirst + kCount)
-                in += (double)sampleW[b[5] + s] * (double)load_elem<KIND>(V, (headBase + kBase + kOrder[kOrd + pos]) * dv + c);
+    const u16* Vh = (const u16*)V + (headBase + kBase) * dv + c8 * 8;
+    double sum[8], in[8];
+#pragma unroll
+    for (int e = 0; e < 8; e++) { sum[e] = 0; in[e] = 0; }
+    auto row8 = [&](int pos, float* x) {
+        const uint4 v = *(const uint4*)(Vh + (size_t)kOrder[kOrd + pos] * dv);
+        const u32 w[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int h = 0; h < 4; h++) {
+            x[2 * h] = KIND == 1 ? bf16_to_f((u16)(w[h] & 0xffffu)) : f16_to_f((u16)(w[h] & 0xffffu));
+            x[2 * h + 1] = KIND == 1 ? bf16_to_f((u16)(w[h] >> 16)) : f16_to_f((u16)(w[h] >> 16));
+        }
+    };
+#pragma unroll 2
+    for (int p = kFirst + grp; p < kFirst + kCount; p += groups) {
+        float x[8];
+        row8(p, x);
+#pragma unroll
+        for (int e = 0; e < 8; e++) sum[e] += (double)x[e];
+    }
+    for (int s = grp; s < b[6]; s += groups) {
+        const int pos = samplePos[b[5] + s];
+        if (pos >= kFirst && pos < kFirst + kCount) {
+            float x[8];
+            row8(pos, x);
+            const double w = (double)sampleW[b[5] + s];
+#pragma unroll
+            for (int e = 0; e < 8; e++) in[e] += w * (double)x[e];
         }
     }
-    red[0][threadIdx.x] = sum;
-    red[1][threadIdx.x] = in;
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+        red[0][grp * dv + c8 * 8 + e] = sum[e];
+        red[1][grp * dv + c8 * 8 + e] = in[e];
+    }
     __syncthreads();
-    if (grp == 0) {
-        for (int g = 1; g < groups; g++) { sum += red[0][g * dv + c]; in += red[1][g * dv + c]; }
-        blockSum[(size_t)blockIdx.x * dv + c] = sum;
-        inBlock[(size_t)blockIdx.x * dv + c] = in;
+    for (int c = threadIdx.x; c < dv; c += blockDim.x) {
+        double ts = 0, ti = 0;
+        for (int g = 0; g < groups; g++) { ts += red[0][g * dv + c]; ti += red[1][g * dv + c]; }
+        blockSum[(size_t)blockIdx.x * dv + c] = ts;
+        inBlock[(size_t)blockIdx.x * dv + c] = ti;
     }
 }
 // Piece fields: firstBlock, blockCount, kvHead, kBase, kOrd, sOff, sCount. 256 threads as above.
@@ -338,12 +414,17 @@ template <> __device__ __forceinline__ void mma16816<2>(float* d, const u32* a, 
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-template <int KIND, int D, int BC>
+// MT = 16-row m-tiles per warp: every K/V fragment read from shared memory feeds MT MMAs, so a
+// CTA of BR rows has BR / (16·MT) warps.
+template <int KIND, int D, int BC, int MT, bool LAZY>
 __device__ __forceinline__ void attn_impl(
     const u16* __restrict__ Q, const u16* __restrict__ K, const u16* __restrict__ V, float* __restrict__ O, float* __restrict__ L,
     int nQ, int nK, const int* __restrict__ tiles, const int* __restrict__ qOrder, const int* __restrict__ kOrder,
     const int* __restrict__ samplePos, const float* __restrict__ sampleLog2W, const float* __restrict__ cvD, float scaleLog2) {
+    constexpr int NW = BR / (16 * MT), NT = NW * 32;
     constexpr int STRIDE = D + 8;  // halves; 16-byte rows shifted by one bank group: ldmatrix conflict-free
+    constexpr int CPR = D / 8;     // 16-byte chunks per row
+    static_assert((BC * CPR) % NT == 0 && BC <= NT, "tile shape");
     __shared__ __align__(16) u16 sK[2][BC][STRIDE];
     __shared__ __align__(16) u16 sV[2][BC][STRIDE];
     __shared__ float sBias[2][BC];
@@ -358,7 +439,8 @@ __device__ __forceinline__ void attn_impl(
     const int sOff = tile[T_SOFF], sCount = tile[T_SCOUNT], flags = tile[T_FLAGS];
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
 
-    if (tid < BR) sRowQ[tid] = tid < qCount ? (qOrd >= 0 ? qBase + qOrder[qOrd + qFirst + tid] : qFirst + tid) : -1;
+#pragma unroll
+    for (int i = tid; i < BR; i += NT) sRowQ[i] = i < qCount ? (qOrd >= 0 ? qBase + qOrder[qOrd + qFirst + i] : qFirst + i) : -1;
 
     const int nKeyTiles = (kCount + BC - 1) / BC;
     const int nTiles = nKeyTiles + (sCount + BC - 1) / BC;
@@ -369,9 +451,9 @@ __device__ __forceinline__ void attn_impl(
         const bool sample = t >= nKeyTiles;
         const int start = (sample ? t - nKeyTiles : t) * BC;
         const int count = min(BC, (sample ? sCount : kCount) - start);
-        constexpr int CPR = D / 8;  // 16-byte chunks per row
 #pragma unroll
-        for (int idx = tid; idx < BC * CPR; idx += NTHREADS) {
+        for (int it = 0; it < BC * CPR / NT; it++) {
+            const int idx = tid + it * NT;
             const int r = idx / CPR, c = idx % CPR;
             const bool valid = r < count;
             int row = 0;
@@ -400,27 +482,39 @@ __device__ __forceinline__ void attn_impl(
     cp_async_commit();
     __syncthreads();
 
-    const int r0 = warp * 16 + g, r1 = r0 + 8;
-    const int qrow0 = sRowQ[r0], qrow1 = sRowQ[r1];
-    u32 qf[D / 16][4];
-    {
-        const u16* q0 = Q + ((size_t)head * nQ + (qrow0 >= 0 ? qrow0 : 0)) * D;
-        const u16* q1 = Q + ((size_t)head * nQ + (qrow1 >= 0 ? qrow1 : 0)) * D;
+    const int wrow = warp * 16 * MT;  // the warp's first row in the tile
+    int qrow[MT][2];
+    u32 qf[MT][D / 16][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        qrow[mt][0] = sRowQ[wrow + mt * 16 + g];
+        qrow[mt][1] = sRowQ[wrow + mt * 16 + g + 8];
+        const u16* q0 = Q + ((size_t)head * nQ + (qrow[mt][0] >= 0 ? qrow[mt][0] : 0)) * D;
+        const u16* q1 = Q + ((size_t)head * nQ + (qrow[mt][1] >= 0 ? qrow[mt][1] : 0)) * D;
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++) {
-            qf[kk][0] = qrow0 >= 0 ? *(const u32*)(q0 + kk * 16 + 2 * t4) : 0u;
-            qf[kk][1] = qrow1 >= 0 ? *(const u32*)(q1 + kk * 16 + 2 * t4) : 0u;
-            qf[kk][2] = qrow0 >= 0 ? *(const u32*)(q0 + kk * 16 + 8 + 2 * t4) : 0u;
-            qf[kk][3] = qrow1 >= 0 ? *(const u32*)(q1 + kk * 16 + 8 + 2 * t4) : 0u;
+            qf[mt][kk][0] = qrow[mt][0] >= 0 ? *(const u32*)(q0 + kk * 16 + 2 * t4) : 0u;
+            qf[mt][kk][1] = qrow[mt][1] >= 0 ? *(const u32*)(q1 + kk * 16 + 2 * t4) : 0u;
+            qf[mt][kk][2] = qrow[mt][0] >= 0 ? *(const u32*)(q0 + kk * 16 + 8 + 2 * t4) : 0u;
+            qf[mt][kk][3] = qrow[mt][1] >= 0 ? *(const u32*)(q1 + kk * 16 + 8 + 2 * t4) : 0u;
         }
     }
     // Causal tiles are exact tiles: query rows are qFirst + i, key rows kFirst + j.
-    const int warpLastRow = qFirst + min(warp * 16 + 15, qCount - 1);
+    const int warpLastRow = qFirst + min(wrow + 16 * MT - 1, qCount - 1);
+    const bool warpEmpty = wrow >= qCount;
+    // With a positive scale the row maximum can be taken on the raw scores and the scale folded
+    // into the exponent's one FMA (exp2(s·c − m)); biased tiles add the bias first.
+    const bool positiveScale = scaleLog2 > 0.f;
 
-    float o[D / 8][4];
+    float o[MT][D / 8][4];
+    float m[MT][2], l[MT][2], ls[MT][2];
 #pragma unroll
-    for (int nd = 0; nd < D / 8; nd++) { o[nd][0] = o[nd][1] = o[nd][2] = o[nd][3] = 0.f; }
-    float m0 = NEG_INF, m1 = NEG_INF, l0 = 0.f, l1 = 0.f, ls0 = 0.f, ls1 = 0.f;
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int nd = 0; nd < D / 8; nd++) { o[mt][nd][0] = o[mt][nd][1] = o[mt][nd][2] = o[mt][nd][3] = 0.f; }
+        m[mt][0] = m[mt][1] = NEG_INF;
+        l[mt][0] = l[mt][1] = ls[mt][0] = ls[mt][1] = 0.f;
+    }
 
     for (int t = 0; t < nTiles; t++) {
         if (t + 1 < nTiles) loadTile((t + 1) & 1, t + 1);
@@ -430,76 +524,117 @@ __device__ __forceinline__ void attn_impl(
         const int stage = t & 1;
         const bool sample = t >= nKeyTiles;
         const int keyRow0 = kFirst + t * BC;  // causal tiles only
-        const bool skip = causal && (keyRow0 > warpLastRow || warp * 16 >= qCount);
+        const bool skip = warpEmpty || (causal && keyRow0 > warpLastRow);
         if (!skip) {
-            float s[BC / 8][4];
+            float s[MT][BC / 8][4];
 #pragma unroll
-            for (int nt = 0; nt < BC / 8; nt++) { s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f; }
+            for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                for (int nt = 0; nt < BC / 8; nt++) { s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f; }
 #pragma unroll
             for (int kk = 0; kk < D / 16; kk++) {
 #pragma unroll
                 for (int nt = 0; nt < BC / 8; nt += 2) {
                     u32 b0, b1, b2, b3;
                     ldmatrix_x4(b0, b1, b2, b3, &sK[stage][nt * 8 + ((lane >> 4) & 1) * 8 + (lane & 7)][kk * 16 + ((lane >> 3) & 1) * 8]);
-                    mma16816<KIND>(s[nt], qf[kk], b0, b1);
-                    mma16816<KIND>(s[nt + 1], qf[kk], b2, b3);
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        mma16816<KIND>(s[mt][nt], qf[mt][kk], b0, b1);
+                        mma16816<KIND>(s[mt][nt + 1], qf[mt][kk], b2, b3);
+                    }
                 }
             }
-            float mx0 = NEG_INF, mx1 = NEG_INF;
             // Bias (sample weights, masked or missing keys) only on sample tiles and a last partial
             // key tile; the causal mask only on tiles that reach past the warp's first row.
-            const bool biased = sample || (t + 1) * BC > kCount;
-            const bool diagonal = causal && keyRow0 + BC - 1 > qFirst + warp * 16;
+            const bool biased = sample || (t + 1) * BC > kCount || !positiveScale;
+            const bool diagonal = causal && keyRow0 + BC - 1 > qFirst + wrow;
+            if (biased) {
 #pragma unroll
-            for (int nt = 0; nt < BC / 8; nt++) {
+                for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    const int col = nt * 8 + 2 * t4 + (e & 1);
-                    float v = biased ? fmaf(s[nt][e], scaleLog2, sBias[stage][col]) : s[nt][e] * scaleLog2;
-                    if (diagonal && keyRow0 + col > (e < 2 ? qFirst + r0 : qFirst + r1)) v = NEG_INF;
-                    s[nt][e] = v;
+                    for (int nt = 0; nt < BC / 8; nt++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++) s[mt][nt][e] = fmaf(s[mt][nt][e], scaleLog2, sBias[stage][nt * 8 + 2 * t4 + (e & 1)]);
+            }
+            if (diagonal) {
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++)
+#pragma unroll
+                    for (int nt = 0; nt < BC / 8; nt++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++)
+                            if (keyRow0 + nt * 8 + 2 * t4 + (e & 1) > qFirst + wrow + mt * 16 + g + (e < 2 ? 0 : 8)) s[mt][nt][e] = NEG_INF;
+            }
+#pragma unroll
+            for (int mt = 0; mt < MT; mt++) {
+                float mx0 = NEG_INF, mx1 = NEG_INF;
+#pragma unroll
+                for (int nt = 0; nt < BC / 8; nt++) {
+                    mx0 = fmaxf(mx0, fmaxf(s[mt][nt][0], s[mt][nt][1]));
+                    mx1 = fmaxf(mx1, fmaxf(s[mt][nt][2], s[mt][nt][3]));
                 }
-                mx0 = fmaxf(mx0, fmaxf(s[nt][0], s[nt][1]));
-                mx1 = fmaxf(mx1, fmaxf(s[nt][2], s[nt][3]));
-            }
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-            const float n0 = fmaxf(m0, mx0), n1 = fmaxf(m1, mx1);
-            const float u0 = n0 == NEG_INF ? 0.f : n0, u1 = n1 == NEG_INF ? 0.f : n1;
-            const float a0 = fast_exp2(m0 - u0), a1 = fast_exp2(m1 - u1);
-            float sum0 = 0.f, sum1 = 0.f;
+                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+                if (!biased) { mx0 *= scaleLog2; mx1 *= scaleLog2; }  // the scaled maximum (scale > 0)
+                const float n0 = fmaxf(m[mt][0], mx0), n1 = fmaxf(m[mt][1], mx1);
+                const float u0 = n0 == NEG_INF ? 0.f : n0, u1 = n1 == NEG_INF ? 0.f : n1;
+                const float a0 = fast_exp2(m[mt][0] - u0), a1 = fast_exp2(m[mt][1] - u1);
+                float sum0 = 0.f, sum1 = 0.f;
+                if (biased) {
 #pragma unroll
-            for (int nt = 0; nt < BC / 8; nt++) {
-                s[nt][0] = fast_exp2(s[nt][0] - u0);
-                s[nt][1] = fast_exp2(s[nt][1] - u0);
-                s[nt][2] = fast_exp2(s[nt][2] - u1);
-                s[nt][3] = fast_exp2(s[nt][3] - u1);
-                sum0 += s[nt][0] + s[nt][1];
-                sum1 += s[nt][2] + s[nt][3];
-            }
-            l0 = l0 * a0 + sum0;
-            l1 = l1 * a1 + sum1;
-            ls0 = ls0 * a0 + (sample ? sum0 : 0.f);
-            ls1 = ls1 * a1 + (sample ? sum1 : 0.f);
-            m0 = n0;
-            m1 = n1;
+                    for (int nt = 0; nt < BC / 8; nt++) {
+                        s[mt][nt][0] = fast_exp2(s[mt][nt][0] - u0);
+                        s[mt][nt][1] = fast_exp2(s[mt][nt][1] - u0);
+                        s[mt][nt][2] = fast_exp2(s[mt][nt][2] - u1);
+                        s[mt][nt][3] = fast_exp2(s[mt][nt][3] - u1);
+                    }
+                } else {
 #pragma unroll
-            for (int nd = 0; nd < D / 8; nd++) { o[nd][0] *= a0; o[nd][1] *= a0; o[nd][2] *= a1; o[nd][3] *= a1; }
+                    for (int nt = 0; nt < BC / 8; nt++) {
+                        s[mt][nt][0] = fast_exp2(fmaf(s[mt][nt][0], scaleLog2, -u0));
+                        s[mt][nt][1] = fast_exp2(fmaf(s[mt][nt][1], scaleLog2, -u0));
+                        s[mt][nt][2] = fast_exp2(fmaf(s[mt][nt][2], scaleLog2, -u1));
+                        s[mt][nt][3] = fast_exp2(fmaf(s[mt][nt][3], scaleLog2, -u1));
+                    }
+                }
+#pragma unroll
+                for (int nt = 0; nt < BC / 8; nt++) {
+                    sum0 += s[mt][nt][0] + s[mt][nt][1];
+                    sum1 += s[mt][nt][2] + s[mt][nt][3];
+                }
+                l[mt][0] = l[mt][0] * a0 + sum0;
+                l[mt][1] = l[mt][1] * a1 + sum1;
+                ls[mt][0] = ls[mt][0] * a0 + (sample ? sum0 : 0.f);
+                ls[mt][1] = ls[mt][1] * a1 + (sample ? sum1 : 0.f);
+                m[mt][0] = n0;
+                m[mt][1] = n1;
+                // LAZY: skip the rescale when no row of the warp's m-tile has a new maximum.
+                if (!LAZY || __any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
+#pragma unroll
+                    for (int nd = 0; nd < D / 8; nd++) { o[mt][nd][0] *= a0; o[mt][nd][1] *= a0; o[mt][nd][2] *= a1; o[mt][nd][3] *= a1; }
+                }
+            }
 #pragma unroll
             for (int ks = 0; ks < BC / 16; ks++) {
-                u32 a[4];
-                a[0] = pack2<KIND>(s[2 * ks][0], s[2 * ks][1]);
-                a[1] = pack2<KIND>(s[2 * ks][2], s[2 * ks][3]);
-                a[2] = pack2<KIND>(s[2 * ks + 1][0], s[2 * ks + 1][1]);
-                a[3] = pack2<KIND>(s[2 * ks + 1][2], s[2 * ks + 1][3]);
+                u32 a[MT][4];
+#pragma unroll
+                for (int mt = 0; mt < MT; mt++) {
+                    a[mt][0] = pack2<KIND>(s[mt][2 * ks][0], s[mt][2 * ks][1]);
+                    a[mt][1] = pack2<KIND>(s[mt][2 * ks][2], s[mt][2 * ks][3]);
+                    a[mt][2] = pack2<KIND>(s[mt][2 * ks + 1][0], s[mt][2 * ks + 1][1]);
+                    a[mt][3] = pack2<KIND>(s[mt][2 * ks + 1][2], s[mt][2 * ks + 1][3]);
+                }
 #pragma unroll
                 for (int nd = 0; nd < D / 8; nd += 2) {
                     u32 b0, b1, b2, b3;
                     ldmatrix_x4_trans(b0, b1, b2, b3, &sV[stage][ks * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][nd * 8 + (lane >> 4) * 8]);
-                    mma16816<KIND>(o[nd], a, b0, b1);
-                    mma16816<KIND>(o[nd + 1], a, b2, b3);
+#pragma unroll
+                    for (int mt = 0; mt < MT; mt++) {
+                        mma16816<KIND>(o[mt][nd], a[mt], b0, b1);
+                        mma16816<KIND>(o[mt][nd + 1], a[mt], b2, b3);
+                    }
                 }
             }
         }
@@ -507,65 +642,69 @@ __device__ __forceinline__ void attn_impl(
     }
 
     // Epilogue: row sums over the quad, control variate, normalise, write or merge.
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
-    l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
-    ls0 += __shfl_xor_sync(0xffffffffu, ls0, 1);
-    ls0 += __shfl_xor_sync(0xffffffffu, ls0, 2);
-    ls1 += __shfl_xor_sync(0xffffffffu, ls1, 1);
-    ls1 += __shfl_xor_sync(0xffffffffu, ls1, 2);
-    if ((flags & FLAG_CV) && tile[T_OUTSIDE] > 0) {
-        const float* corr = cvD + (size_t)tile[T_CVROW] * D;
-        const float w0 = m0 == NEG_INF ? 0.f : (float)((double)ls0 / (double)tile[T_OUTSIDE]);
-        const float w1 = m1 == NEG_INF ? 0.f : (float)((double)ls1 / (double)tile[T_OUTSIDE]);
-#pragma unroll
-        for (int nd = 0; nd < D / 8; nd++) {
-            const float c0 = corr[nd * 8 + 2 * t4], c1 = corr[nd * 8 + 2 * t4 + 1];
-            o[nd][0] += w0 * c0; o[nd][1] += w0 * c1;
-            o[nd][2] += w1 * c0; o[nd][3] += w1 * c1;
-        }
-    }
     const bool merge = (flags & FLAG_MERGE) != 0;
+    const bool cv = (flags & FLAG_CV) && tile[T_OUTSIDE] > 0;
 #pragma unroll
-    for (int half = 0; half < 2; half++) {
-        const int qrow = half == 0 ? qrow0 : qrow1;
-        const float l = half == 0 ? l0 : l1, m = half == 0 ? m0 : m1;
-        const float lse = l > 0.f ? (m + log2f(l)) * LN2 : NEG_INF;
-        const float inv = l > 0.f ? 1.f / l : 0.f;
-        float* out = O + ((size_t)head * nQ + (qrow >= 0 ? qrow : 0)) * D;
-        float* lp = L + (size_t)head * nQ + (qrow >= 0 ? qrow : 0);
-        const float old = qrow >= 0 ? *lp : NEG_INF;
-        __syncwarp();
-        if (qrow >= 0) {
-            if (!merge || old == NEG_INF) {
+    for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
-                for (int nd = 0; nd < D / 8; nd++)
-                    *(float2*)(out + nd * 8 + 2 * t4) = make_float2(o[nd][2 * half] * inv, o[nd][2 * half + 1] * inv);
-                if (t4 == 0) *lp = lse;
-            } else if (lse > NEG_INF) {
-                const float mm = fmaxf(old, lse);
-                const float total = mm + logf(expf(old - mm) + expf(lse - mm));
-                const float wOld = expf(old - total), wNew = expf(lse - total) * inv;
+        for (int half = 0; half < 2; half++) {
+            float lh = l[mt][half], lsh = ls[mt][half];
+            lh += __shfl_xor_sync(0xffffffffu, lh, 1);
+            lh += __shfl_xor_sync(0xffffffffu, lh, 2);
+            lsh += __shfl_xor_sync(0xffffffffu, lsh, 1);
+            lsh += __shfl_xor_sync(0xffffffffu, lsh, 2);
+            const float mh = m[mt][half];
+            if (cv) {
+                const float* corr = cvD + (size_t)tile[T_CVROW] * D;
+                const float w = mh == NEG_INF ? 0.f : (float)((double)lsh / (double)tile[T_OUTSIDE]);
 #pragma unroll
                 for (int nd = 0; nd < D / 8; nd++) {
-                    float2 prev = *(float2*)(out + nd * 8 + 2 * t4);
-                    *(float2*)(out + nd * 8 + 2 * t4) =
-                        make_float2(prev.x * wOld + o[nd][2 * half] * wNew, prev.y * wOld + o[nd][2 * half + 1] * wNew);
+                    o[mt][nd][2 * half] += w * corr[nd * 8 + 2 * t4];
+                    o[mt][nd][2 * half + 1] += w * corr[nd * 8 + 2 * t4 + 1];
                 }
-                if (t4 == 0) *lp = total;
+            }
+            const int qrw = qrow[mt][half];
+            const float lse = lh > 0.f ? (mh + log2f(lh)) * LN2 : NEG_INF;
+            const float inv = lh > 0.f ? 1.f / lh : 0.f;
+            float* out = O + ((size_t)head * nQ + (qrw >= 0 ? qrw : 0)) * D;
+            float* lp = L + (size_t)head * nQ + (qrw >= 0 ? qrw : 0);
+            const float old = qrw >= 0 ? *lp : NEG_INF;
+            __syncwarp();
+            if (qrw >= 0) {
+                if (!merge || old == NEG_INF) {
+#pragma unroll
+                    for (int nd = 0; nd < D / 8; nd++)
+                        *(float2*)(out + nd * 8 + 2 * t4) = make_float2(o[mt][nd][2 * half] * inv, o[mt][nd][2 * half + 1] * inv);
+                    if (t4 == 0) *lp = lse;
+                } else if (lse > NEG_INF) {
+                    const float mm = fmaxf(old, lse);
+                    const float total = mm + logf(expf(old - mm) + expf(lse - mm));
+                    const float wOld = expf(old - total), wNew = expf(lse - total) * inv;
+#pragma unroll
+                    for (int nd = 0; nd < D / 8; nd++) {
+                        float2 prev = *(float2*)(out + nd * 8 + 2 * t4);
+                        *(float2*)(out + nd * 8 + 2 * t4) =
+                            make_float2(prev.x * wOld + o[mt][nd][2 * half] * wNew, prev.y * wOld + o[mt][nd][2 * half + 1] * wNew);
+                    }
+                    if (t4 == 0) *lp = total;
+                }
             }
         }
     }
 }
 
-#define ATTN_KERNEL(NAME, KIND, D, BC) \
-extern "C" __global__ void __launch_bounds__(NTHREADS, 2) NAME( \
+// NAME, input kind, d, keys per tile, m-tiles per warp, CTAs per SM for the register budget.
+#define ATTN_KERNEL(NAME, KIND, D, BC, MT, MINB, LAZY) \
+extern "C" __global__ void __launch_bounds__(BR / (16 * MT) * 32, MINB) NAME( \
     const u16* Q, const u16* K, const u16* V, float* O, float* L, int nQ, int nK, const int* tiles, const int* qOrder, \
     const int* kOrder, const int* samplePos, const float* sampleLog2W, const float* cvD, float scaleLog2) { \
-    attn_impl<KIND, D, BC>(Q, K, V, O, L, nQ, nK, tiles, qOrder, kOrder, samplePos, sampleLog2W, cvD, scaleLog2); }
-ATTN_KERNEL(attn_bf16_d64, 1, 64, 64)
-ATTN_KERNEL(attn_f16_d64, 2, 64, 64)
-ATTN_KERNEL(attn_bf16_d128, 1, 128, 32)
-ATTN_KERNEL(attn_f16_d128, 2, 128, 32)
+    attn_impl<KIND, D, BC, MT, LAZY>(Q, K, V, O, L, nQ, nK, tiles, qOrder, kOrder, samplePos, sampleLog2W, cvD, scaleLog2); }
+// d = 64: exact levels MT = 2 (long tiles: half the shared-memory reads per MMA); HyperAttention
+// levels MT = 1 with the lazy rescale (short tiles: 8 warps hide the gathers and the epilogue).
+ATTN_KERNEL(attn_bf16_d64, 1, 64, 64, 2, 2, false)
+ATTN_KERNEL(attn_f16_d64, 2, 64, 64, 2, 2, false)
+ATTN_KERNEL(attn_bf16_d64_h, 1, 64, 64, 1, 2, true)
+ATTN_KERNEL(attn_f16_d64_h, 2, 64, 64, 1, 2, true)
+ATTN_KERNEL(attn_bf16_d128, 1, 128, 32, 1, 2, false)
+ATTN_KERNEL(attn_f16_d128, 2, 128, 32, 1, 2, false)
 """#
