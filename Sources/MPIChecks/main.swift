@@ -324,6 +324,32 @@ let allToAllvCheck = Check(name: "alltoallv") { c in
     }
 }
 
+let immediateCollectivesCheck = Check(name: "immediate-collectives") { c in
+    let p = c.size, r = c.rank
+    // Several in flight on one communicator, started in the same order everywhere, completed in
+    // another order, with polling.
+    let gather = try c.world.immediateAllGather([Int64(r), Int64(-r * r)])
+    let counts = (0..<p).map { $0 % 3 + 1 }
+    let gatherv = try c.world.immediateAllGatherv((0..<counts[r]).map { Float(r * 10 + $0) }, counts: counts)
+    let sendCounts = (0..<p).map { pairCount(r, $0) }
+    let send = (0..<p).flatMap { j in (0..<pairCount(r, j)).map { Int32(pairValue(r, j, $0)) } }
+    let expectedCounts = (0..<p).map { pairCount($0, r) }
+    var received = [Int32](repeating: -1, count: expectedCounts.reduce(0, +))
+    try send.withUnsafeBufferPointer { s in
+        try received.withUnsafeMutableBufferPointer { out in
+            let exchange = try c.world.immediateAllToAllv(borrowing: s, partition: BufferPartition(counts: sendCounts),
+                                                          into: out, partition: BufferPartition(counts: expectedCounts))
+            let deadline = MPIEnvironment.wallTime + 20
+            while try exchange.test() == nil && MPIEnvironment.wallTime < deadline {}
+            c.expect(exchange.isComplete, "immediateAllToAllv completed within 20 s of polling")
+            try exchange.wait()
+        }
+    }
+    c.expectEqual(received, (0..<p).flatMap { j in (0..<pairCount(j, r)).map { Int32(pairValue(j, r, $0)) } }, "immediateAllToAllv values")
+    c.expectEqual(try gatherv.waitForValues(), (0..<p).flatMap { q in (0..<counts[q]).map { Float(q * 10 + $0) } }, "immediateAllGatherv values")
+    c.expectEqual(try gather.waitForValues(), (0..<p).flatMap { [Int64($0), Int64(-$0 * $0)] }, "immediateAllGather values")
+}
+
 // MARK: - Point to point
 
 let pointToPointCheck = Check(name: "send-recv") { c in
@@ -479,7 +505,7 @@ let expectedFailureCheck = Check(name: "expected-failure") { c in
 
 let allChecks: [Check] = [
     environmentCheck, rankSizeCheck, barrierCheck, broadcastCheck, reduceCheck, scanCheck, gatherCheck, scatterCheck,
-    allToAllCheck, allToAllvCheck, splitCheck, duplicateCheck, pointToPointCheck, ringCheck, errorCheck, supportCheck,
+    allToAllCheck, allToAllvCheck, immediateCollectivesCheck, splitCheck, duplicateCheck, pointToPointCheck, ringCheck, errorCheck, supportCheck,
 ]
 let failingChecks: [Check] = [expectedFailureCheck]
 
