@@ -20,6 +20,9 @@ struct Case {
     /// Ranks pretend unequal measured speeds (rank r: (r mod 3) + 1), so that `.measuredSpeed`
     /// deals them unequal shares of blocks; the output must not change.
     var unequalSpeeds = false
+    /// `DistributedAttention(pipelined:)`: rectangles pipelined over heads (default) or run one
+    /// after another; the output is the same either way.
+    var pipelined = true
 }
 
 func cases(full: Bool) -> [Case] {
@@ -43,6 +46,10 @@ func cases(full: Bool) -> [Case] {
         }
     }
     list.append(Case(name: "non-causal n_q=3000 n_k=7001", n: 3000, nk: 7001, options: AttentionOptions(blockSize: 100, samples: 50, minSeqLen: 256)))
+    for causal in [false, true] {
+        list.append(Case(name: "\(causal ? "causal" : "non-causal") n=5001 h=3 GQA 3/1 not pipelined", queryHeads: 3, keyHeads: 1, n: 5001,
+                         options: AttentionOptions(causal: causal, blockSize: 96, samples: 48, minSeqLen: 512, seed: 9), pipelined: false))
+    }
     list.append(Case(name: "exact mode causal n=1500", n: 1500, options: AttentionOptions(mode: .exact, causal: true)))
     for causal in [false, true] {
         list.append(Case(name: "\(causal ? "causal" : "non-causal") n=6000 h=2 blocks dealt by unequal speeds", queryHeads: 2, keyHeads: 2, n: 6000,
@@ -80,7 +87,7 @@ do {
         if c.ring {
             dist = try RingAttention(communicator: world, shape: shape, options: options)
         } else {
-            let hyper = try DistributedAttention(communicator: world, shape: shape, options: options)
+            let hyper = try DistributedAttention(communicator: world, shape: shape, options: options, pipelined: c.pipelined)
             if c.unequalSpeeds { hyper.seedSpeedMeasurement(pairs: 1_000_000 * (world.rank % 3 + 1), seconds: 1) }
             dist = hyper
         }

@@ -28,9 +28,13 @@ public struct DistributedAttention: SequenceParallelAttention {
     public let options: AttentionOptions
     /// How the blocks of a rectangle spanning ranks are dealt to them. Default `.measuredSpeed`.
     public let balancing: BlockBalancing
+    /// Whether the rectangles spanning ranks are pipelined over heads and pieces (default), or
+    /// run one after another with each step's collective completed before the next (the same
+    /// results, bit for bit; for comparison).
+    public let pipelined: Bool
     /// Exchange buffers, kept from call to call: a fresh buffer's pages are zeroed by the kernel
-    /// at first touch, which measured slower than the exchange itself. They hold about 2× this
-    /// rank's Q+K+V+O rows of one head and are freed with the last copy of this value. One call
+    /// at first touch, which measured slower than the exchange itself. They hold about 4× this
+    /// rank's Q+K+V+O rows of one head (two rectangles in flight) and are freed with the last copy of this value. One call
     /// at a time per instance (as MPI collectives on one communicator require anyway).
     let scratch = ExchangeScratch()
 
@@ -42,12 +46,13 @@ public struct DistributedAttention: SequenceParallelAttention {
     /// - Throws: `AttentionError.invalidArgument` for bad options (the same checks as the
     ///   single-process call).
     public init(communicator: Communicator, shape: AttentionShape, options: AttentionOptions,
-                balancing: BlockBalancing = .measuredSpeed) throws {
+                balancing: BlockBalancing = .measuredSpeed, pipelined: Bool = true) throws {
         try options.validate(for: shape)
         self.communicator = communicator
         self.shape = shape
         self.options = options
         self.balancing = balancing
+        self.pipelined = pipelined
     }
 
     /// Pretends this rank's block kernel has already run `pairs` query–key pairs in `seconds`
@@ -217,41 +222,82 @@ struct DistributedRun {
         for level in template {
             let spanning = level.filter { participants($0).count > 1 }
             let local = level.filter { participants($0).count == 1 && participants($0).lowerBound == comm.rank }
-            // 1. Pieces inside this rank's shard: the core executor, all heads at once.
-            if !local.isEmpty {
+            // Pieces over several ranks: one sub-communicator per piece. A rank can be in two
+            // pieces of a level (at most, and then adjacent ones), so split twice: pieces of
+            // even and of odd index.
+            var mine: [(piece: Piece, comm: Communicator)] = []
+            if !spanning.isEmpty {
+                for parity in 0..<2 {
+                    let index = spanning.indices.first { $0 % 2 == parity && participants(spanning[$0]).contains(comm.rank) }
+                    if let sub = try comm.split(color: index, key: comm.rank), let index {
+                        mine.append((spanning[index], sub))
+                    }
+                }
+                mine.sort { $0.piece.queries.lowerBound < $1.piece.queries.lowerBound }
+            }
+            // Exact pieces spanning ranks: gathered to their leader, one head after another.
+            for h in 0..<heads {
+                for (template, sub) in mine where !template.hyper {
+                    var piece = template
+                    piece.head = h
+                    try gatherToLeader(piece, comm: sub, firstWorldRank: participants(piece).lowerBound)
+                }
+            }
+            // HyperAttention rectangles spanning ranks, pipelined over heads (and pieces).
+            var rectangles: [DistributedRectangle] = []
+            let communicators = try mine.filter { $0.piece.hyper }.map { (piece: $0.piece, comms: try PieceCommunicators($0.comm)) }
+            for h in 0..<heads {
+                for (template, comms) in communicators {
+                    var piece = template
+                    piece.head = h
+                    rectangles.append(DistributedRectangle(run: self, piece: piece, comms: comms, bufferSet: rectangles.count % ExchangeScratch.sets))
+                }
+            }
+            let executor = self.executor
+            try Self.runPipeline(rectangles, lookahead: attention.pipelined, report: &report) { report in
+                // Pieces inside this rank's shard, all heads at once, while the first
+                // rectangles' histograms and rows are on their way.
+                guard !local.isEmpty else { return }
                 let t = MPIEnvironment.wallTime
                 let before = executor.evaluatedPairs
                 executor.run((0..<heads).flatMap { h in local.map { var p = $0; p.head = h; return p } })
                 report.evaluatedPairs += executor.evaluatedPairs - before
                 report.computeSeconds += MPIEnvironment.wallTime - t
             }
-            guard !spanning.isEmpty else { continue }
-            // 2. Pieces over several ranks: one sub-communicator per piece. A rank can be in two
-            //    pieces of a level (at most, and then adjacent ones), so split twice: pieces of
-            //    even and of odd index.
-            var mine: [(piece: Piece, comm: Communicator)] = []
-            for parity in 0..<2 {
-                let index = spanning.indices.first { $0 % 2 == parity && participants(spanning[$0]).contains(comm.rank) }
-                if let sub = try comm.split(color: index, key: comm.rank), let index {
-                    mine.append((spanning[index], sub))
-                }
-            }
-            mine.sort { $0.piece.queries.lowerBound < $1.piece.queries.lowerBound }
-            for h in 0..<heads {
-                for (template, sub) in mine {
-                    var piece = template
-                    piece.head = h
-                    let firstRank = participants(piece).lowerBound
-                    if piece.hyper {
-                        var rectangle = DistributedRectangle(run: self, piece: piece, comm: sub, firstWorldRank: firstRank)
-                        try rectangle.execute()
-                        report = rectangle.run.report
-                    } else {
-                        try gatherToLeader(piece, comm: sub, firstWorldRank: firstRank)
-                    }
-                }
-            }
         }
+    }
+
+    /// Runs `rectangles` as a software pipeline: while rectangle i computes, rectangle i + 1's
+    /// rows travel, rectangle i + 2's histograms are gathered and rectangle i − 1's results come
+    /// back. A slower rank delays the others only through the histograms of two rectangles ahead,
+    /// not at every collective. Every rank orders its rectangles by (head, piece), so each
+    /// piece's communicators see their operations in the same order everywhere. `meanwhile`
+    /// runs once the first rectangle's rows are on their way (also when there are none).
+    /// Without `lookahead`, each rectangle runs its stages alone, one after another.
+    static func runPipeline(_ rectangles: [DistributedRectangle], lookahead: Bool, report: inout DistributedReport,
+                            meanwhile: (inout DistributedReport) throws -> Void) throws {
+        let count = rectangles.count
+        if !lookahead {
+            try meanwhile(&report)
+            for rectangle in rectangles {
+                try rectangle.announce(&report)
+                try rectangle.dispatch(&report)
+                try rectangle.compute(&report) {}
+                try rectangle.finish(&report)
+            }
+            return
+        }
+        for i in 0..<min(2, count) { try rectangles[i].announce(&report) }
+        if count > 0 { try rectangles[0].dispatch(&report) }
+        try meanwhile(&report)
+        for i in 0..<count {
+            if i + 2 < count { try rectangles[i + 2].announce(&report) }
+            if i + 1 < count { try rectangles[i + 1].dispatch(&report) }
+            let inFlight = rectangles[max(0, i - 1)..<min(count, i + 3)].filter { $0 !== rectangles[i] }
+            try rectangles[i].compute(&report) { for other in inFlight { try other.poll() } }
+            if i >= 1 { try rectangles[i - 1].finish(&report) }
+        }
+        if count > 0 { try rectangles[count - 1].finish(&report) }
     }
 
     // MARK: - Exact pieces spanning ranks
@@ -343,8 +389,10 @@ final class ExchangeScratch {
     enum Slot: Int, CaseIterable {
         case sendQ, sendKV, receivedQ, receivedKV, back, returned
     }
+    /// Buffer sets: consecutive rectangles of the pipeline alternate between them.
+    static let sets = 2
 
-    private var buffers: [Tensor?] = Array(repeating: nil, count: Slot.allCases.count)
+    private var buffers: [Tensor?] = Array(repeating: nil, count: Slot.allCases.count * ExchangeScratch.sets)
     /// Block-kernel work and time of this rank so far (for `.measuredSpeed`).
     private var kernelPairs = 0
     private var kernelSeconds = 0.0
@@ -361,13 +409,14 @@ final class ExchangeScratch {
         return max(2, Int64(Double(kernelPairs) / kernelSeconds))
     }
 
-    /// The buffer of `slot`, with room for at least `count` floats (valid until the next call
-    /// for the same slot with a larger count). Tensor storage: 2 MiB-aligned and offered to huge
-    /// pages when large.
-    func buffer(_ slot: Slot, count: Int) -> UnsafeMutableBufferPointer<Float> {
-        if buffers[slot.rawValue].map({ $0.count < count }) ?? true {
-            buffers[slot.rawValue] = Tensor(shape: [count]) { _ in }
+    /// The buffer of `slot` in buffer set `set`, with room for at least `count` floats (valid
+    /// until the next call for the same slot and set with a larger count). Tensor storage:
+    /// 2 MiB-aligned and offered to huge pages when large.
+    func buffer(_ slot: Slot, set: Int, count: Int) -> UnsafeMutableBufferPointer<Float> {
+        let i = set * Slot.allCases.count + slot.rawValue
+        if buffers[i].map({ $0.count < count }) ?? true {
+            buffers[i] = Tensor(shape: [max(count, 1)]) { _ in }
         }
-        return UnsafeMutableBufferPointer(start: buffers[slot.rawValue]!.unsafeStoragePointer, count: count)
+        return UnsafeMutableBufferPointer(start: buffers[i]!.unsafeStoragePointer, count: count)
     }
 }

@@ -20,76 +20,151 @@ import MPI
 /// 5. each rank runs the core's fused block kernel on its blocks — the same gathered rows in the
 ///    same order as in one process, so the same bits;
 /// 6. a reverse alltoallv returns (o, lse) to the rows' owners, who lse-merge them.
-struct DistributedRectangle {
-    var run: DistributedRun
+/// One rectangle on one rank, split into the stages that `DistributedRun` pipelines over the heads
+/// and pieces of a level, so that one rectangle's rows travel while another's blocks compute:
+///
+/// - `announce`: hash this rank's rows; start the allgather of the histograms (step 2);
+/// - `dispatch`: once the histograms are in, deal the blocks, pack this rank's rows in sorted
+///   order and start their alltoallvs (step 3) and the samples' allgather (step 4);
+/// - `compute`: once this rank's rows are in, the block kernel (step 5), polling the other
+///   rectangles' transfers between chunks of blocks; start the results' alltoallv (step 6);
+/// - `finish`: once the results are back, merge them into this rank's rows.
+///
+/// Every collective is non-blocking and each kind has its own communicator
+/// (`PieceCommunicators`), so a rank in two pieces of a level can interleave them with any
+/// lookahead while each communicator still sees its operations in head order on every rank.
+final class DistributedRectangle {
     let piece: Piece
-    let comm: Communicator
-    /// World rank of `comm`'s rank 0 (the participants are consecutive world ranks).
-    let firstWorldRank: Int
+    let comms: PieceCommunicators
+    /// Which of the two exchange buffer sets this rectangle uses (consecutive rectangles of a
+    /// rank alternate).
+    let bufferSet: Int
+    private let executor: PieceExecutor
+    private let options: AttentionOptions
+    private let shape: AttentionShape
+    private let scratch: ExchangeScratch
+    private let balancing: BlockBalancing
+    private let returnsLogSumExp: Bool
 
-    init(run: DistributedRun, piece: Piece, comm: Communicator, firstWorldRank: Int) {
-        self.run = run
+    private var comm: Communicator { comms.histograms }
+    private var d: Int { shape.headDim }
+    private var dv: Int { shape.valueDim }
+    private var nq: Int { piece.queries.count }
+    private var nk: Int { piece.keys.count }
+    private var controlVariate: Bool { options.estimator == .stratifiedControlVariate }
+    /// This rank's query and key rows of the piece.
+    private let myQ: Range<Int>, myK: Range<Int>
+    private let node: UInt64
+
+    // announce
+    private var queryBuckets: [UInt16] = [], keyBuckets: [UInt16] = []
+    private var histogramLength = 0
+    private var histogramRequest: GatherRequest<Int64>?
+    // dispatch
+    private var buckets = 0
+    private var partition = BlockPartition(keyCount: 0, blockSize: 1)
+    private var myBlocks = 0..<0
+    private var qStart = 0, kStart = 0
+    /// This rank's query rows in ascending sorted position (local indices).
+    private var queryOrder: [Int] = []
+    private var querySendCounts: [Int] = [], queryReceiveCounts: [Int] = []
+    private var arrivingQ: [Int] = [], arrivingK: [Int] = []
+    private var receivedQ = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
+    private var receivedKV = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
+    private var exchangeRequests: [Request] = []
+    private var samples: SampleSet?
+    private var sampleRequest: GatherRequest<Float>?
+    private var nodeValueSum: [Double] = []
+    // compute
+    private var width = 0
+    private var returned = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
+    private var returnRequest: Request?
+
+    init(run: DistributedRun, piece: Piece, comms: PieceCommunicators, bufferSet: Int) {
         self.piece = piece
-        self.comm = comm
-        self.firstWorldRank = firstWorldRank
+        self.comms = comms
+        self.bufferSet = bufferSet
+        executor = run.executor
+        options = run.plan.options
+        shape = run.shape
+        scratch = run.scratch
+        balancing = run.attention.balancing
+        returnsLogSumExp = run.returnsLogSumExp
+        myQ = clamp(piece.queries, to: executor.io.queryRows)
+        myK = clamp(piece.keys, to: executor.io.keyRows)
+        node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
     }
 
-    mutating func execute() throws {
-        let ex = run.executor, shape = run.shape, options = run.plan.options
-        let d = shape.headDim, dv = shape.valueDim, h = piece.head
-        let nq = piece.queries.count, nk = piece.keys.count
-        let myQ = clamp(piece.queries, to: ex.io.queryRows), myK = clamp(piece.keys, to: ex.io.keyRows)
+    /// Tests every transfer in flight without blocking, so that it progresses (MPI moves data
+    /// only inside MPI calls).
+    func poll() throws {
+        if let histogramRequest { try histogramRequest.test() }
+        for request in exchangeRequests { try request.test() }
+        if let sampleRequest { try sampleRequest.test() }
+        if let returnRequest { try returnRequest.test() }
+    }
 
-        // 1. Hash this rank's rows.
-        var t = MPIEnvironment.wallTime
-        let node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
+    // MARK: 1–2. Hash, and start the histograms' allgather
+
+    func announce(_ report: inout DistributedReport) throws {
+        let t = MPIEnvironment.wallTime
+        let h = piece.head, ex = executor
         let lsh = SortLSH(bits: options.lshBits, headDim: d, seed: options.seed, head: h, node: node)
-        let queryBuckets = hash(lsh, count: myQ.count) { ex.queryRow(h, myQ.lowerBound + $0) }
-        let keyBuckets = hash(lsh, count: myK.count) { ex.keyRow(h, myK.lowerBound + $0) }
-        run.report.hashSeconds += MPIEnvironment.wallTime - t
-
-        // 2. Global sorted positions from histograms. One allgather of every rank's bucket counts
-        //    gives what MPI_Exscan (counts of lower ranks) and MPI_Allreduce (totals) would, and
-        //    also tells each receiver which sorted positions every sender holds, so rows travel
-        //    without ids.
-        t = MPIEnvironment.wallTime
-        let buckets = lsh.bucketCount
-        // [query counts | key counts | this rank's speed weight]
-        let stride = 2 * buckets + 1
-        var histogram = [Int64](repeating: 0, count: stride)
+        queryBuckets = hash(lsh, count: myQ.count) { ex.queryRow(h, self.myQ.lowerBound + $0) }
+        keyBuckets = hash(lsh, count: myK.count) { ex.keyRow(h, self.myK.lowerBound + $0) }
+        buckets = lsh.bucketCount
+        // [query counts | key counts | this rank's speed weight | its Σ v over its keys (control
+        // variate; float64 bit patterns, summed in rank order by every rank)]. The allgather
+        // gives what MPI_Exscan (counts of lower ranks) and MPI_Allreduce (totals) would, and
+        // also tells each receiver which sorted positions every sender holds, so rows travel
+        // without ids.
+        var histogram = [Int64](repeating: 0, count: 2 * buckets + 1 + (controlVariate ? dv : 0))
         for b in queryBuckets { histogram[Int(b)] += 1 }
         for b in keyBuckets { histogram[buckets + Int(b)] += 1 }
-        histogram[2 * buckets] = run.scratch.speedWeight(balancing: run.attention.balancing)
-        let ranks = comm.size
-        let all = try comm.allGather(histogram)  // [rank][stride]
-        run.report.bytesSent += 8 * histogram.count
-        run.report.bytesReceived += 8 * all.count
-        /// First sorted position of bucket b (side offset 0: queries, `buckets`: keys), and the
-        /// first position of rank r's rows inside it.
-        func layout(offset: Int) -> (start: [Int], rankStart: [[Int]]) {
-            var start = [Int](repeating: 0, count: buckets)
+        histogram[2 * buckets] = scratch.speedWeight(balancing: balancing)
+        if controlVariate {
+            var sum = [Double](repeating: 0, count: dv)
+            for r in myK { let v = ex.valueRow(h, r); for c in 0..<dv { sum[c] += Double(v[c]) } }
+            for c in 0..<dv { histogram[2 * buckets + 1 + c] = Int64(bitPattern: sum[c].bitPattern) }
+        }
+        histogramLength = histogram.count
+        report.hashSeconds += MPIEnvironment.wallTime - t
+        histogramRequest = try comm.immediateAllGather(histogram)
+        report.bytesSent += 8 * histogram.count
+        report.bytesReceived += 8 * histogram.count * comm.size
+    }
+
+    // MARK: 2–4. Global sorted positions, dealing, rows and samples on their way
+
+    func dispatch(_ report: inout DistributedReport) throws {
+        var t = MPIEnvironment.wallTime
+        let all = try histogramRequest!.waitForValues()  // [rank][stride]
+        histogramRequest = nil
+        let ranks = comm.size, stride = histogramLength, buckets = self.buckets, h = piece.head, ex = executor
+        let rank = comm.rank
+        /// First position of rank r's rows of bucket b (side offset 0: queries, `buckets`: keys).
+        func layout(offset: Int) -> [[Int]] {
             var rankStart = [[Int]](repeating: [Int](repeating: 0, count: buckets), count: ranks)
             var position = 0
             for b in 0..<buckets {
-                start[b] = position
                 for r in 0..<ranks {
                     rankStart[r][b] = position
                     position += Int(all[r * stride + offset + b])
                 }
             }
-            return (start, rankStart)
+            return rankStart
         }
         let queryLayout = layout(offset: 0), keyLayout = layout(offset: buckets)
         /// This rank's rows in ascending sorted position (a stable counting sort by bucket), and
         /// each one's position.
-        func sortedRows(_ rowBuckets: [UInt16], _ layout: (start: [Int], rankStart: [[Int]])) -> (order: [Int], positions: [Int]) {
+        func sortedRows(_ rowBuckets: [UInt16], _ rankStart: [[Int]]) -> (order: [Int], positions: [Int]) {
             var order = [Int32](repeating: 0, count: rowBuckets.count)
             rowBuckets.withUnsafeBufferPointer { b in
                 order.withUnsafeMutableBufferPointer { o in
                     SortLSH.sortedOrder(buckets: b.baseAddress!, count: b.count, bucketCount: buckets, order: o.baseAddress!)
                 }
             }
-            var next = layout.rankStart[comm.rank]
+            var next = rankStart[rank]
             let positions = order.map { i -> Int in
                 let b = Int(rowBuckets[Int(i)])
                 defer { next[b] += 1 }
@@ -98,15 +173,19 @@ struct DistributedRectangle {
             return (order.map(Int.init), positions)
         }
         let mineQ = sortedRows(queryBuckets, queryLayout), mineK = sortedRows(keyBuckets, keyLayout)
+        queryOrder = mineQ.order
+        queryBuckets = []
+        keyBuckets = []
 
         // 3. Deal blocks to ranks and move the rows.
-        let partition = BlockPartition(keyCount: nk, blockSize: options.blockSize)
+        partition = BlockPartition(keyCount: nk, blockSize: options.blockSize)
         let firstBlock = BlockDealing.firstBlocks(blocks: partition.blocks, weights: (0..<ranks).map { all[$0 * stride + 2 * buckets] })
-        let myBlocks = firstBlock[comm.rank]..<firstBlock[comm.rank + 1]
+        myBlocks = firstBlock[rank]..<firstBlock[rank + 1]
+        let partition = self.partition
         func destination(ofBlock j: Int) -> Int { BlockDealing.owner(ofBlock: j, firstBlocks: firstBlock) }
-        let qStart = partition.range(myBlocks.lowerBound, length: nq).lowerBound
+        qStart = partition.range(myBlocks.lowerBound, length: nq).lowerBound
         let qEnd = myBlocks.isEmpty ? qStart : partition.range(myBlocks.upperBound - 1, length: nq).upperBound
-        let kStart = partition.range(myBlocks.lowerBound, length: nk).lowerBound
+        kStart = partition.range(myBlocks.lowerBound, length: nk).lowerBound
         let kEnd = myBlocks.isEmpty ? kStart : partition.range(myBlocks.upperBound - 1, length: nk).upperBound
         /// Rows to send per rank: positions ascend, and so do their destinations.
         func sendCounts(_ positions: [Int], length: Int) -> [Int] {
@@ -116,13 +195,13 @@ struct DistributedRectangle {
         }
         /// The sorted positions in `range` that each rank holds, rank by rank, ascending: the
         /// order in which their rows arrive; and how many come from each rank.
-        func arrivals(_ layout: (start: [Int], rankStart: [[Int]]), offset: Int, range: Range<Int>) -> (positions: [Int], perRank: [Int]) {
+        func arrivals(_ rankStart: [[Int]], offset: Int, range: Range<Int>) -> (positions: [Int], perRank: [Int]) {
             var positions: [Int] = []
             positions.reserveCapacity(range.count)
             var perRank = [Int](repeating: 0, count: ranks)
             for r in 0..<ranks {
                 for b in 0..<buckets {
-                    let first = layout.rankStart[r][b], count = Int(all[r * stride + offset + b])
+                    let first = rankStart[r][b], count = Int(all[r * stride + offset + b])
                     let lo = max(first, range.lowerBound), hi = min(first + count, range.upperBound)
                     if lo < hi {
                         positions += lo..<hi
@@ -136,132 +215,204 @@ struct DistributedRectangle {
         // Q rows (d floats each) and K|V rows (d + d_v floats each), in ascending sorted
         // position, through buffers reused by every rectangle of the call (fresh pages would be
         // zeroed by the kernel on first touch, every time).
-        let scratch = run.scratch
-        let sendQ = scratch.buffer(.sendQ, count: myQ.count * d)
+        let sendQ = scratch.buffer(.sendQ, set: bufferSet, count: myQ.count * d)
         for (k, i) in mineQ.order.enumerated() {
             copyRow(from: ex.queryRow(h, myQ.lowerBound + i), to: sendQ.baseAddress! + k * d, count: d)
         }
-        let sendKV = scratch.buffer(.sendKV, count: myK.count * (d + dv))
+        let sendKV = scratch.buffer(.sendKV, set: bufferSet, count: myK.count * (d + dv))
         for (k, i) in mineK.order.enumerated() {
             let row = sendKV.baseAddress! + k * (d + dv)
             copyRow(from: ex.keyRow(h, myK.lowerBound + i), to: row, count: d)
             copyRow(from: ex.valueRow(h, myK.lowerBound + i), to: row + d, count: dv)
         }
         // Where the received rows go: every rank knows every rank's positions from the counts.
-        let (arrivingQ, queryReceiveCounts) = arrivals(queryLayout, offset: 0, range: qStart..<qEnd)
-        let (arrivingK, keyReceiveCounts) = arrivals(keyLayout, offset: buckets, range: kStart..<kEnd)
-        let querySendCounts = sendCounts(mineQ.positions, length: nq)
-        let receivedQ = scratch.buffer(.receivedQ, count: arrivingQ.count * d)
-        try comm.allToAllv(UnsafeBufferPointer(sendQ), partition: BufferPartition(counts: querySendCounts.map { $0 * d }),
-                           into: receivedQ, partition: BufferPartition(counts: queryReceiveCounts.map { $0 * d }))
-        let receivedKV = scratch.buffer(.receivedKV, count: arrivingK.count * (d + dv))
-        try comm.allToAllv(UnsafeBufferPointer(sendKV), partition: BufferPartition(counts: sendCounts(mineK.positions, length: nk).map { $0 * (d + dv) }),
-                           into: receivedKV, partition: BufferPartition(counts: keyReceiveCounts.map { $0 * (d + dv) }))
-        run.report.bytesSent += 4 * (sendQ.count + sendKV.count)
-        run.report.bytesReceived += 4 * (receivedQ.count + receivedKV.count)
+        let keyReceiveCounts: [Int]
+        (arrivingQ, queryReceiveCounts) = arrivals(queryLayout, offset: 0, range: qStart..<qEnd)
+        (arrivingK, keyReceiveCounts) = arrivals(keyLayout, offset: buckets, range: kStart..<kEnd)
+        querySendCounts = sendCounts(mineQ.positions, length: nq)
+        receivedQ = scratch.buffer(.receivedQ, set: bufferSet, count: arrivingQ.count * d)
+        receivedKV = scratch.buffer(.receivedKV, set: bufferSet, count: arrivingK.count * (d + dv))
+        exchangeRequests = [
+            try comms.exchange.immediateAllToAllv(
+                borrowing: UnsafeBufferPointer(sendQ), partition: BufferPartition(counts: querySendCounts.map { $0 * d }),
+                into: receivedQ, partition: BufferPartition(counts: queryReceiveCounts.map { $0 * d })),
+            try comms.exchange.immediateAllToAllv(
+                borrowing: UnsafeBufferPointer(sendKV), partition: BufferPartition(counts: sendCounts(mineK.positions, length: nk).map { $0 * (d + dv) }),
+                into: receivedKV, partition: BufferPartition(counts: keyReceiveCounts.map { $0 * (d + dv) })),
+        ]
+        report.bytesSent += 4 * (sendQ.count + sendKV.count)
+        report.bytesReceived += 4 * (receivedQ.count + receivedKV.count)
+        report.exchangeSeconds += MPIEnvironment.wallTime - t
 
-        // Where the row of each sorted position (qStart..<qEnd, kStart..<kEnd) arrived: the
-        // kernel reads rows there, so they are not copied again into sorted order.
-        func arrivalIndex(_ arriving: [Int], first: Int, count: Int) -> [Int32] {
-            var index = [Int32](repeating: 0, count: count)
-            for (i, p) in arriving.enumerated() { index[p - first] = Int32(i) }
-            return index
-        }
-        let queryArrival = arrivalIndex(arrivingQ, first: qStart, count: qEnd - qStart)
-        let keyArrival = arrivalIndex(arrivingK, first: kStart, count: kEnd - kStart)
-        run.report.exchangeSeconds += MPIEnvironment.wallTime - t
-
-        // 4. Samples: the holder of each sampled sorted position contributes (index, k, v).
+        // 4. Samples: the owner of each sampled sorted key position contributes (index, k, v);
+        //    every rank knows who owns which position, hence every rank's count.
         t = MPIEnvironment.wallTime
         let random = CounterRandom(seed: options.seed, head: h, node: node, purpose: .samplePositions)
         let samples = SampleSet(estimator: options.estimator, keyCount: nk, count: options.samples, random: random)
+        self.samples = samples
+        var sampleCounts = [Int](repeating: 0, count: ranks)
         var contributed = [Float]()
-        for (i, p) in samples.positions.enumerated() where (kStart..<kEnd).contains(Int(p)) {
-            contributed.append(Float(bitPattern: UInt32(i)))
-            // A received K|V row: k then v.
-            contributed += UnsafeBufferPointer(start: receivedKV.baseAddress! + Int(keyArrival[Int(p) - kStart]) * (d + dv), count: d + dv)
+        for (i, p32) in samples.positions.enumerated() {
+            let p = Int(p32)
+            // The bucket holding position p (the last bucket starting at or before it), then its rank.
+            var lo = 0, hi = buckets - 1
+            while lo < hi {
+                let mid = (lo + hi + 1) / 2
+                if keyLayout[0][mid] <= p { lo = mid } else { hi = mid - 1 }
+            }
+            var owner = ranks - 1
+            while owner > 0 && keyLayout[owner][lo] > p { owner -= 1 }
+            sampleCounts[owner] += 1 + d + dv
+            if owner == rank {
+                var a = 0, z = mineK.positions.count - 1
+                while a < z {
+                    let mid = (a + z) / 2
+                    if mineK.positions[mid] < p { a = mid + 1 } else { z = mid }
+                }
+                precondition(mineK.positions[a] == p, "sample position \(p) not held by its owner rank \(rank)")
+                let r = myK.lowerBound + mineK.order[a]
+                contributed.append(Float(bitPattern: UInt32(i)))
+                contributed += UnsafeBufferPointer(start: ex.keyRow(h, r), count: d)
+                contributed += UnsafeBufferPointer(start: ex.valueRow(h, r), count: dv)
+            }
         }
-        let allSamples = try comm.allGatherv(contributed)
-        run.report.bytesSent += 4 * contributed.count + 8
-        run.report.bytesReceived += 4 * allSamples.values.count + 8 * ranks
+        sampleRequest = try comms.samples.immediateAllGatherv(contributed, counts: sampleCounts)
+        report.bytesSent += 4 * contributed.count
+        report.bytesReceived += 4 * sampleCounts.reduce(0, +)
+        if controlVariate {
+            // Σ v over the node's keys: the ranks' partial sums, added in rank order.
+            nodeValueSum = [Double](repeating: 0, count: dv)
+            for r in 0..<ranks {
+                for c in 0..<dv { nodeValueSum[c] += Double(bitPattern: UInt64(bitPattern: all[r * stride + 2 * buckets + 1 + c])) }
+            }
+        }
+        report.sampleGatherSeconds += MPIEnvironment.wallTime - t
+    }
+
+    // MARK: 5. Block kernel
+
+    /// - Parameter pollOthers: called between chunks of blocks, to progress other rectangles'
+    ///   transfers.
+    func compute(_ report: inout DistributedReport, pollOthers: () throws -> Void) throws {
+        let d = self.d, dv = self.dv
+        var t = MPIEnvironment.wallTime
+        try Request.waitAll(exchangeRequests)
+        exchangeRequests = []
+        report.exchangeSeconds += MPIEnvironment.wallTime - t
+        t = MPIEnvironment.wallTime
+        let gathered = try sampleRequest!.waitForValues()
+        sampleRequest = nil
+        let samples = self.samples!
         let sampleRows = SampleRows(count: samples.positions.count, headDim: d, valueDim: dv)
-        allSamples.values.withUnsafeBufferPointer { r in
+        gathered.withUnsafeBufferPointer { r in
             for j in 0..<(r.count / (d + dv + 1)) {
                 let row = r.baseAddress! + j * (d + dv + 1)
                 sampleRows.set(Int(row[0].bitPattern), key: row + 1, value: row + 1 + d)
             }
         }
-        let controlVariate = options.estimator == .stratifiedControlVariate
-        var localValueSum = [Double](repeating: 0, count: controlVariate ? dv : 0)
-        if controlVariate {
-            for r in myK { let v = ex.valueRow(h, r); for c in 0..<dv { localValueSum[c] += Double(v[c]) } }
-            run.report.bytesSent += 8 * dv
-            run.report.bytesReceived += 8 * dv
-        }
-        let nodeValueSum = controlVariate ? try comm.allReduce(localValueSum, operation: .sum) : []
-        run.report.sampleGatherSeconds += MPIEnvironment.wallTime - t
+        report.sampleGatherSeconds += MPIEnvironment.wallTime - t
 
-        // 5. The block kernel on this rank's blocks (in parallel over blocks), reading the rows
-        //    where they arrived and writing each query's (o[, lse]) where its row arrived: the
-        //    order in which results go back. A piece that does not merge sends o alone unless
-        //    the caller asked for the lse.
+        // Where the row of each sorted position (qStart..<qEnd, kStart..<kEnd) arrived: the
+        // kernel reads rows there, so they are not copied again into sorted order.
         t = MPIEnvironment.wallTime
-        let withLse = piece.merge || run.returnsLogSumExp
-        let width = withLse ? dv + 1 : dv
-        let back = scratch.buffer(.back, count: arrivingQ.count * width)
+        func arrivalIndex(_ arriving: [Int], first: Int) -> [Int32] {
+            var index = [Int32](repeating: 0, count: arriving.count)
+            for (i, p) in arriving.enumerated() { index[p - first] = Int32(i) }
+            return index
+        }
+        let queryArrival = arrivalIndex(arrivingQ, first: qStart)
+        let keyArrival = arrivalIndex(arrivingK, first: kStart)
+
+        // The block kernel on this rank's blocks (in parallel over blocks), reading the rows
+        // where they arrived and writing each query's (o[, lse]) where its row arrived: the
+        // order in which results go back. A piece that does not merge sends o alone unless the
+        // caller asked for the lse.
+        let withLse = piece.merge || returnsLogSumExp
+        width = withLse ? dv + 1 : dv
+        let width = self.width, nq = self.nq, nk = self.nk
+        let qStart = self.qStart, kStart = self.kStart, partition = self.partition
+        let controlVariate = self.controlVariate, nodeValueSum = self.nodeValueSum
+        let back = scratch.buffer(.back, set: bufferSet, count: arrivingQ.count * width)
         let blockList = Array(myBlocks)
         let pairCounter = PairCounter(count: blockList.count)
+        let ex = executor
         let scaleLog2 = ex.scaleLog2
         let ptrs = BlockPointers(q: receivedQ.baseAddress!, kv: receivedKV.baseAddress!, back: back.baseAddress!)
-        parallelFor(blockList.count, threads: ex.threads) { b, worker in
-            let j = blockList[b]
-            let ws = ex.workspaces[worker]
-            let qr = partition.range(j, length: nq), kr = partition.range(j, length: nk)
-            ws.reserveGather(rows: max(kr.count, samples.positions.count))
-            for (t, p) in kr.enumerated() {
-                let row = ptrs.kv + Int(keyArrival[p - kStart]) * (d + dv)
-                ws.gather(slot: t, key: row, value: row + d)
-            }
-            let unmasked = ws.setSampleBias(samples, blockKeys: kr)
-            if controlVariate {
-                ws.setValueCorrection(nodeValueSum: nodeValueSum, blockKeys: kr.count, samples: samples, rows: sampleRows)
-            }
-            ws.runBlock(
-                queryCount: qr.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: kr.count, samples: sampleRows,
-                scaleLog2: scaleLog2, outsideCount: controlVariate ? nk - kr.count : nil,
-                queryRow: { ptrs.q + Int(queryArrival[qr.lowerBound - qStart + $0]) * d },
-                emit: { i, o, l in
-                    let dst = ptrs.back + Int(queryArrival[qr.lowerBound - qStart + i]) * width
-                    dst.update(from: o, count: dv)
-                    if withLse { dst[dv] = l }
-                })
-            pairCounter.set(b, qr.count * (kr.count + unmasked))
-        }
-        run.report.evaluatedPairs += pairCounter.total
-        run.report.computeSeconds += MPIEnvironment.wallTime - t
-        run.scratch.recordBlockKernel(pairs: pairCounter.total, seconds: MPIEnvironment.wallTime - t)
-
-        // 6. Results back to the owners, in the order the rows arrived; owners merge.
-        t = MPIEnvironment.wallTime
-        let returned = scratch.buffer(.returned, count: myQ.count * width)
-        try comm.allToAllv(UnsafeBufferPointer(back), partition: BufferPartition(counts: queryReceiveCounts.map { $0 * width }),
-                           into: returned, partition: BufferPartition(counts: querySendCounts.map { $0 * width }))
-        run.report.bytesSent += 4 * back.count
-        run.report.bytesReceived += 4 * returned.count
-        do {
-            let r = returned
-            for (k, i) in mineQ.order.enumerated() {
-                let row = r.baseAddress! + k * width
-                let token = myQ.lowerBound + i
-                if withLse {
-                    mergePartial(into: ex.outputRow(h, token), logSumExp: ex.lseEntry(h, token), partial: row,
-                                 partialLogSumExp: row[dv], count: dv, merge: piece.merge)
-                } else {
-                    ex.outputRow(h, token).update(from: row, count: dv)
+        // Chunks of blocks, with the other rectangles' transfers polled between them.
+        let chunk = max(4, 2 * ex.threads)
+        var kernelSeconds = 0.0, pollSeconds = 0.0
+        for first in Swift.stride(from: 0, to: blockList.count, by: chunk) {
+            let k0 = MPIEnvironment.wallTime
+            let count = min(chunk, blockList.count - first)
+            parallelFor(count, threads: ex.threads) { c, worker in
+                let b = first + c
+                let j = blockList[b]
+                let ws = ex.workspaces[worker]
+                let qr = partition.range(j, length: nq), kr = partition.range(j, length: nk)
+                ws.reserveGather(rows: max(kr.count, samples.positions.count))
+                for (t, p) in kr.enumerated() {
+                    let row = ptrs.kv + Int(keyArrival[p - kStart]) * (d + dv)
+                    ws.gather(slot: t, key: row, value: row + d)
                 }
+                let unmasked = ws.setSampleBias(samples, blockKeys: kr)
+                if controlVariate {
+                    ws.setValueCorrection(nodeValueSum: nodeValueSum, blockKeys: kr.count, samples: samples, rows: sampleRows)
+                }
+                ws.runBlock(
+                    queryCount: qr.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: kr.count, samples: sampleRows,
+                    scaleLog2: scaleLog2, outsideCount: controlVariate ? nk - kr.count : nil,
+                    queryRow: { ptrs.q + Int(queryArrival[qr.lowerBound - qStart + $0]) * d },
+                    emit: { i, o, l in
+                        let dst = ptrs.back + Int(queryArrival[qr.lowerBound - qStart + i]) * width
+                        dst.update(from: o, count: dv)
+                        if withLse { dst[dv] = l }
+                    })
+                pairCounter.set(b, qr.count * (kr.count + unmasked))
+            }
+            let k1 = MPIEnvironment.wallTime
+            kernelSeconds += k1 - k0
+            try pollOthers()
+            pollSeconds += MPIEnvironment.wallTime - k1
+        }
+        report.evaluatedPairs += pairCounter.total
+        report.computeSeconds += MPIEnvironment.wallTime - t - pollSeconds
+        report.exchangeSeconds += pollSeconds
+        scratch.recordBlockKernel(pairs: pairCounter.total, seconds: kernelSeconds)
+
+        // 6. Results back to the owners, in the order the rows arrived.
+        t = MPIEnvironment.wallTime
+        returned = scratch.buffer(.returned, set: bufferSet, count: myQ.count * width)
+        returnRequest = try comms.results.immediateAllToAllv(
+            borrowing: UnsafeBufferPointer(back), partition: BufferPartition(counts: queryReceiveCounts.map { $0 * width }),
+            into: returned, partition: BufferPartition(counts: querySendCounts.map { $0 * width }))
+        report.bytesSent += 4 * back.count
+        report.bytesReceived += 4 * returned.count
+        arrivingQ = []
+        arrivingK = []
+        report.returnSeconds += MPIEnvironment.wallTime - t
+    }
+
+    // MARK: 6. Merge the returned results
+
+    func finish(_ report: inout DistributedReport) throws {
+        let t = MPIEnvironment.wallTime
+        try returnRequest!.wait()
+        returnRequest = nil
+        let h = piece.head, ex = executor, dv = self.dv, width = self.width
+        let withLse = width == dv + 1
+        let r = returned
+        for (k, i) in queryOrder.enumerated() {
+            let row = r.baseAddress! + k * width
+            let token = myQ.lowerBound + i
+            if withLse {
+                mergePartial(into: ex.outputRow(h, token), logSumExp: ex.lseEntry(h, token), partial: row,
+                             partialLogSumExp: row[dv], count: dv, merge: piece.merge)
+            } else {
+                ex.outputRow(h, token).update(from: row, count: dv)
             }
         }
-        run.report.returnSeconds += MPIEnvironment.wallTime - t
+        queryOrder = []
+        report.returnSeconds += MPIEnvironment.wallTime - t
     }
 
     /// Buckets of `count` rows, hashed in parallel chunks.
@@ -270,7 +421,7 @@ struct DistributedRectangle {
         let chunk = 2048
         buckets.withUnsafeMutableBufferPointer { b in
             let out = SendablePointer(b.baseAddress)
-            parallelFor((count + chunk - 1) / chunk, threads: run.executor.threads) { c, _ in
+            parallelFor((count + chunk - 1) / chunk, threads: executor.threads) { c, _ in
                 let rows = (c * chunk)..<min(count, (c + 1) * chunk)
                 let first = row(rows.lowerBound)
                 // Rows of one head are consecutive in the shard: hash them as a block.
@@ -278,6 +429,25 @@ struct DistributedRectangle {
             }
         }
         return buckets
+    }
+}
+
+/// The communicators of one piece spanning ranks, one per kind of collective of its rectangles.
+/// A rank in two pieces of a level interleaves their rectangles, and the pipeline runs stages of
+/// different heads at once; each communicator still sees its kind's operations in head order on
+/// every one of its ranks, as MPI requires.
+struct PieceCommunicators {
+    /// Histograms (the piece's sub-communicator itself); also exact pieces' gathers.
+    let histograms: Communicator
+    let exchange: Communicator
+    let samples: Communicator
+    let results: Communicator
+
+    init(_ sub: Communicator) throws {
+        histograms = sub
+        exchange = try sub.duplicate()
+        samples = try sub.duplicate()
+        results = try sub.duplicate()
     }
 }
 

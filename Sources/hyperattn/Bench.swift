@@ -71,6 +71,9 @@ struct Bench: ParsableCommand {
     @Option(help: ArgumentHelp("Under MPI, how HyperAttention blocks are dealt to ranks: speed (in proportion to each rank's measured kernel speed) or work (equal FLOPs).", valueName: "speed|work"))
     var balance: BlockBalancing = .measuredSpeed
 
+    @Option(help: ArgumentHelp("Under MPI, whether HyperAttention rectangles are pipelined (one rectangle's rows travel while another computes) or run one after another, every collective completed before the next step (for comparison).", valueName: "yes|no"))
+    var pipeline: YesNo = .yes
+
     @Option(help: "Also print one line per rank (bytes vs bound, pairs, compute time) under MPI.")
     var perRank: Bool = false
 
@@ -115,6 +118,7 @@ struct Bench: ParsableCommand {
     private var singleProcessSettings: BenchSettings {
         var single = settings
         single.balance = nil
+        single.pipeline = nil
         return single
     }
 
@@ -124,7 +128,8 @@ struct Bench: ParsableCommand {
             batch: batch, heads: heads, kvHeads: kvHeads ?? heads, d: d, dv: dv ?? d, seed: algorithm.seed,
             blockSize: algorithm.blockSize, samples: algorithm.samples, lshBits: algorithm.lshBits,
             minSeqLen: algorithm.minSeqLen, estimator: estimatorName(algorithm.estimator),
-            scale: algorithm.scale.map(Double.init), repeats: repeats, errorRows: errorRows, balance: balance.rawValue)
+            scale: algorithm.scale.map(Double.init), repeats: repeats, errorRows: errorRows, balance: balance.rawValue,
+            pipeline: pipeline == .yes)
     }
 
     private func runSingleProcess() throws {
@@ -265,7 +270,7 @@ extension Bench {
                         try checkedOptions(options, shape)
                         return mode == .ring
                             ? try RingAttention(communicator: world, shape: shape, options: options)
-                            : try DistributedAttention(communicator: world, shape: shape, options: options, balancing: balance)
+                            : try DistributedAttention(communicator: world, shape: shape, options: options, balancing: balance, pipelined: pipeline == .yes)
                     }
                     let chunks = dist.localQueryChunks
                     if problem?.chunks != chunks {
@@ -423,6 +428,8 @@ struct BenchSettings: Codable {
     var repeats, errorRows: Int
     /// Under MPI: how HyperAttention blocks were dealt to ranks (`speed` or `work`).
     var balance: String? = nil
+    /// Under MPI: whether rectangles were pipelined.
+    var pipeline: Bool? = nil
 }
 
 /// One row of the bench: one (n, mode, causal).
@@ -544,3 +551,8 @@ struct BenchReport: Codable {
 }
 
 extension BlockBalancing: ExpressibleByArgument {}
+
+/// A yes/no option value.
+enum YesNo: String, ExpressibleByArgument, CaseIterable {
+    case yes, no
+}
