@@ -16,7 +16,8 @@ import MPI
 /// piece spanning several ranks goes through the distributed rectangle (`DistributedRectangle`):
 /// local hashing, a global stable counting sort from bucket histograms (exscan + allreduce),
 /// whole blocks dealt to ranks, one alltoallv for Q rows and one for K|V rows, the sampled rows
-/// allgathered, the core's block kernel, and a reverse alltoallv of (o, lse). An exact piece
+/// allgathered, the core's block kernel, and a reverse alltoallv of (o, lse), pipelined over
+/// the heads and pieces of a level (`runPipeline`). An exact piece
 /// spanning ranks (a leaf that straddles a shard boundary, or a problem shorter than
 /// `minSeqLen`) is gathered to the lowest of its ranks, computed there, and sent back. Every
 /// rank merges its tokens' partials in the single-process order: leaves, then rectangles from
@@ -170,8 +171,9 @@ public struct DistributedResult {
 public struct DistributedReport: Sendable, Codable, Equatable {
     /// Local hashing of this rank's rows.
     public var hashSeconds = 0.0
-    /// Bucket histograms (exscan + allreduce) and the alltoallv of Q and K|V rows; also the
-    /// gathering of pieces to their leader rank.
+    /// Bucket histograms, packing rows and waiting for the alltoallv of Q and K|V rows, polling
+    /// other rectangles' transfers between chunks of blocks; also the gathering of pieces to
+    /// their leader rank.
     public var exchangeSeconds = 0.0
     /// Allgather of the sampled key/value rows (and the control variate's Σ V).
     public var sampleGatherSeconds = 0.0

@@ -15,8 +15,8 @@ import MPI
 ///    differ by 30% under load); one alltoallv moves Q rows,
 ///    one moves K|V rows, each sent in ascending sorted position, so the receiver knows every
 ///    row's position from the histograms and no ids travel;
-/// 4. the node's samples (positions in sorted-key order) are contributed by the rank that now
-///    holds them and allgathered, so every rank has all m (k, v) rows;
+/// 4. the node's samples (positions in sorted-key order) are contributed by the ranks that own
+///    those rows and allgathered, so every rank has all m (k, v) rows;
 /// 5. each rank runs the core's fused block kernel on its blocks — the same gathered rows in the
 ///    same order as in one process, so the same bits;
 /// 6. a reverse alltoallv returns (o, lse) to the rows' owners, who lse-merge them.
