@@ -22,7 +22,8 @@
 ///   descriptor says which rows: exact tiles (optionally causal, tiles above the diagonal skipped
 ///   per warp, only the diagonal masked), or a HyperAttention block (queries and keys gathered
 ///   through the sorted orders, then the node's samples with their log-weights, those inside the
-///   block masked, then the control variate). The epilogue writes (O, lse) in fp32 or lse-merges
+///   block masked, then the control variate; bf16 d = 64: every key row and bias of the CTA
+///   looked up once into shared memory before the first tile). The epilogue writes (O, lse) in fp32 or lse-merges
 ///   into the rows' existing partial, exactly as `mergePartial`.
 let cudaKernelSource = #"""
 typedef unsigned short u16;
@@ -46,13 +47,25 @@ template <> __device__ __forceinline__ float load_elem<1>(const void* p, size_t 
 template <> __device__ __forceinline__ float load_elem<2>(const void* p, size_t i) { return f16_to_f(((const u16*)p)[i]); }
 __device__ __forceinline__ float fast_exp2(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
 
-extern "C" __global__ void convert_f32_bf16(const float* in, u16* out, long long n) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
-        out[i] = (u16)(pack_bf16(in[i], 0.f) & 0xffffu);
+// `inexact` (when not null) is set to 1 if any value does not round-trip (then the hash needs the
+// fp32 copy; otherwise hashing the 16-bit copy reads the same values).
+extern "C" __global__ void convert_f32_bf16(const float* in, u16* out, long long n, int* inexact) {
+    bool exact = true;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        const u16 h = (u16)(pack_bf16(in[i], 0.f) & 0xffffu);
+        out[i] = h;
+        exact &= __float_as_uint(bf16_to_f(h)) == __float_as_uint(in[i]);
+    }
+    if (inexact && __any_sync(0xffffffffu, !exact) && (threadIdx.x & 31) == 0) *inexact = 1;
 }
-extern "C" __global__ void convert_f32_f16(const float* in, u16* out, long long n) {
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
-        out[i] = (u16)(pack_f16(in[i], 0.f) & 0xffffu);
+extern "C" __global__ void convert_f32_f16(const float* in, u16* out, long long n, int* inexact) {
+    bool exact = true;
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
+        const u16 h = (u16)(pack_f16(in[i], 0.f) & 0xffffu);
+        out[i] = h;
+        exact &= __float_as_uint(f16_to_f(h)) == __float_as_uint(in[i]);
+    }
+    if (inexact && __any_sync(0xffffffffu, !exact) && (threadIdx.x & 31) == 0) *inexact = 1;
 }
 
 // Benchmark inputs: x_i ~ N(0, 1) from a counter hash of (seed, i) (Box-Muller), rounded to
@@ -272,6 +285,7 @@ extern "C" __global__ void __launch_bounds__(SCATTER_WARPS * 32) scatter_order(c
 // Block fields: kvHead, kBase, kOrd, kFirst, kCount, sOff, sCount.
 // 256 threads: dv/8 threads per row (16-byte loads, 8 columns each) and 256/(dv/8) rows at a time,
 // then a reduction over the row groups in shared memory (dv ∈ {64, 128}).
+#define CV_BATCH 8
 template <int KIND>
 __device__ __forceinline__ void cv_block_sums_impl(const void* V, int nK, int dv, const int* blocks, const int* kOrder,
     const int* samplePos, const float* sampleW, double* blockSum, double* inBlock) {
@@ -293,21 +307,40 @@ __device__ __forceinline__ void cv_block_sums_impl(const void* V, int nK, int dv
             x[2 * h + 1] = KIND == 1 ? bf16_to_f((u16)(w[h] >> 16)) : f16_to_f((u16)(w[h] >> 16));
         }
     };
-#pragma unroll 2
-    for (int p = kFirst + grp; p < kFirst + kCount; p += groups) {
-        float x[8];
-        row8(p, x);
+    // Rows in batches of CV_BATCH per thread: every index load, then every row load, in flight
+    // together; the sums keep the order p = grp, grp + groups, ... (the same values bit for bit).
+    const int kEnd = kFirst + kCount;
+    for (int p0 = kFirst + grp; p0 < kEnd; p0 += CV_BATCH * groups) {
+        int idx[CV_BATCH];
 #pragma unroll
-        for (int e = 0; e < 8; e++) sum[e] += (double)x[e];
+        for (int u = 0; u < CV_BATCH; u++) idx[u] = p0 + u * groups < kEnd ? kOrder[kOrd + p0 + u * groups] : -1;
+        uint4 raw[CV_BATCH];
+#pragma unroll
+        for (int u = 0; u < CV_BATCH; u++) raw[u] = idx[u] >= 0 ? *(const uint4*)(Vh + (size_t)idx[u] * dv) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int u = 0; u < CV_BATCH; u++) {
+            if (idx[u] < 0) break;
+            const u32 w[4] = {raw[u].x, raw[u].y, raw[u].z, raw[u].w};
+#pragma unroll
+            for (int h = 0; h < 4; h++) {
+                sum[2 * h] += (double)(KIND == 1 ? bf16_to_f((u16)(w[h] & 0xffffu)) : f16_to_f((u16)(w[h] & 0xffffu)));
+                sum[2 * h + 1] += (double)(KIND == 1 ? bf16_to_f((u16)(w[h] >> 16)) : f16_to_f((u16)(w[h] >> 16)));
+            }
+        }
     }
-    for (int s = grp; s < b[6]; s += groups) {
-        const int pos = samplePos[b[5] + s];
-        if (pos >= kFirst && pos < kFirst + kCount) {
-            float x[8];
-            row8(pos, x);
-            const double w = (double)sampleW[b[5] + s];
+    for (int s0 = grp; s0 < b[6]; s0 += CV_BATCH * groups) {
+        int pos[CV_BATCH];
 #pragma unroll
-            for (int e = 0; e < 8; e++) in[e] += w * (double)x[e];
+        for (int u = 0; u < CV_BATCH; u++) pos[u] = s0 + u * groups < b[6] ? samplePos[b[5] + s0 + u * groups] : -1;
+#pragma unroll
+        for (int u = 0; u < CV_BATCH; u++) {
+            if (pos[u] >= kFirst && pos[u] < kEnd) {
+                float x[8];
+                row8(pos[u], x);
+                const double w = (double)sampleW[b[5] + s0 + u * groups];
+#pragma unroll
+                for (int e = 0; e < 8; e++) in[e] += w * (double)x[e];
+            }
         }
     }
 #pragma unroll
@@ -335,9 +368,21 @@ __device__ __forceinline__ void cv_finish_impl(const void* V, int nK, int dv, co
     if (grp < groups) {
 #pragma unroll 4
         for (int j = grp; j < p[1]; j += groups) node += blockSum[(size_t)(p[0] + j) * dv + c];
-        for (int s = grp; s < p[6]; s += groups) {
-            const int pos = samplePos[p[5] + s];
-            all += (double)sampleW[p[5] + s] * (double)load_elem<KIND>(V, (headBase + p[3] + kOrder[p[4] + pos]) * dv + c);
+        // Samples in batches (positions, then rows, then values in flight together), summed in
+        // the order s = grp, grp + groups, ...
+        for (int s0 = grp; s0 < p[6]; s0 += CV_BATCH * groups) {
+            int pos[CV_BATCH];
+#pragma unroll
+            for (int u = 0; u < CV_BATCH; u++) pos[u] = s0 + u * groups < p[6] ? samplePos[p[5] + s0 + u * groups] : -1;
+            int row[CV_BATCH];
+#pragma unroll
+            for (int u = 0; u < CV_BATCH; u++) row[u] = pos[u] >= 0 ? kOrder[p[4] + pos[u]] : 0;
+            float x[CV_BATCH];
+#pragma unroll
+            for (int u = 0; u < CV_BATCH; u++) x[u] = pos[u] >= 0 ? load_elem<KIND>(V, (headBase + p[3] + row[u]) * dv + c) : 0.f;
+#pragma unroll
+            for (int u = 0; u < CV_BATCH; u++)
+                if (pos[u] >= 0) all += (double)sampleW[p[5] + s0 + u * groups] * (double)x[u];
         }
     }
     red[0][threadIdx.x] = node;
@@ -346,8 +391,10 @@ __device__ __forceinline__ void cv_finish_impl(const void* V, int nK, int dv, co
     node = 0;
     all = 0;
     for (int g = 0; g < groups; g++) { node += red[0][g * dv + c]; all += red[1][g * dv + c]; }
+    // blockIdx.y of gridDim.y: this CTA's share of the blocks (each CTA sums node and all itself,
+    // in the same order, so every share gets the same values).
     if (grp < groups) {
-        for (int j = grp; j < p[1]; j += groups) {
+        for (int j = grp + groups * (int)blockIdx.y; j < p[1]; j += groups * (int)gridDim.y) {
             const size_t e = (size_t)(p[0] + j) * dv + c;
             correction[e] = (float)(node - blockSum[e] - (all - inBlock[e]));
         }
@@ -416,19 +463,25 @@ template <> __device__ __forceinline__ void mma16816<2>(float* d, const u32* a, 
 
 // MT = 16-row m-tiles per warp: every K/V fragment read from shared memory feeds MT MMAs, so a
 // CTA of BR rows has BR / (16·MT) warps.
-template <int KIND, int D, int BC, int MT, bool LAZY>
+template <int KIND, int D, int BC, int MT, bool LAZY, int ROWS, int MAXK>
 __device__ __forceinline__ void attn_impl(
     const u16* __restrict__ Q, const u16* __restrict__ K, const u16* __restrict__ V, float* __restrict__ O, float* __restrict__ L,
     int nQ, int nK, const int* __restrict__ tiles, const int* __restrict__ qOrder, const int* __restrict__ kOrder,
     const int* __restrict__ samplePos, const float* __restrict__ sampleLog2W, const float* __restrict__ cvD, float scaleLog2) {
-    constexpr int NW = BR / (16 * MT), NT = NW * 32;
+    constexpr int NW = ROWS / (16 * MT), NT = NW * 32;
+    // MAXK > 0 (HyperAttention tiles): every key tile's gathered row and bias are looked up once
+    // per CTA, all loads in flight together, into shared memory; the tile loads then read them
+    // there instead of waiting on dependent global loads (sorted order, sample position) per tile.
+    constexpr int TK = MAXK > 0 ? MAXK : 1;
     constexpr int STRIDE = D + 8;  // halves; 16-byte rows shifted by one bank group: ldmatrix conflict-free
     constexpr int CPR = D / 8;     // 16-byte chunks per row
     static_assert((BC * CPR) % NT == 0 && BC <= NT, "tile shape");
     __shared__ __align__(16) u16 sK[2][BC][STRIDE];
     __shared__ __align__(16) u16 sV[2][BC][STRIDE];
     __shared__ float sBias[2][BC];
-    __shared__ int sRowQ[BR];
+    __shared__ int sRowQ[ROWS];
+    __shared__ int sRowK[TK];
+    __shared__ float sBiasK[TK];
 
     const int* tile = tiles + (size_t)blockIdx.x * T_FIELDS;
     const int head = tile[T_HEAD], kvHead = tile[T_KVHEAD];
@@ -440,14 +493,61 @@ __device__ __forceinline__ void attn_impl(
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, t4 = lane & 3;
 
 #pragma unroll
-    for (int i = tid; i < BR; i += NT) sRowQ[i] = i < qCount ? (qOrd >= 0 ? qBase + qOrder[qOrd + qFirst + i] : qFirst + i) : -1;
+    for (int i = tid; i < ROWS; i += NT) sRowQ[i] = i < qCount ? (qOrd >= 0 ? qBase + qOrder[qOrd + qFirst + i] : qFirst + i) : -1;
 
     const int nKeyTiles = (kCount + BC - 1) / BC;
     const int nTiles = nKeyTiles + (sCount + BC - 1) / BC;
     const u16* Kh = K + (size_t)kvHead * nK * D;
     const u16* Vh = V + (size_t)kvHead * nK * D;
+    const bool useTable = MAXK > 0 && nTiles * BC <= TK;
+    if (useTable) {
+        constexpr int PER = (TK + NT - 1) / NT;
+        const int total = nTiles * BC;
+        int rowv[PER];
+        float biasv[PER];
+#pragma unroll
+        for (int u = 0; u < PER; u++) {
+            const int i = tid + u * NT;
+            rowv[u] = -1;
+            biasv[u] = NEG_INF;
+            if (i < total) {
+                const int t = i / BC, j = i % BC;
+                const bool sample = t >= nKeyTiles;
+                const int idx = (sample ? t - nKeyTiles : t) * BC + j;
+                if (idx < (sample ? sCount : kCount)) {
+                    if (sample) {
+                        const int pos = samplePos[sOff + idx];
+                        rowv[u] = kBase + kOrder[kOrd + pos];
+                        biasv[u] = (pos >= kFirst && pos < kFirst + kCount) ? NEG_INF : sampleLog2W[sOff + idx];
+                    } else {
+                        rowv[u] = kOrd >= 0 ? kBase + kOrder[kOrd + kFirst + idx] : kFirst + idx;
+                        biasv[u] = 0.f;
+                    }
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < PER; u++) {
+            const int i = tid + u * NT;
+            if (i < TK) { sRowK[i] = rowv[u]; sBiasK[i] = biasv[u]; }
+        }
+        __syncthreads();
+    }
 
     auto loadTile = [&](int stage, int t) {
+        if (useTable) {
+#pragma unroll
+            for (int it = 0; it < BC * CPR / NT; it++) {
+                const int idx = tid + it * NT;
+                const int r = idx / CPR, c = idx % CPR;
+                const int row = sRowK[t * BC + r];
+                const bool valid = row >= 0;
+                const size_t off = (size_t)(valid ? row : 0) * D + c * 8;
+                cp_async16(&sK[stage][r][c * 8], Kh + off, valid ? 16 : 0);
+                cp_async16(&sV[stage][r][c * 8], Vh + off, valid ? 16 : 0);
+            }
+            return;
+        }
         const bool sample = t >= nKeyTiles;
         const int start = (sample ? t - nKeyTiles : t) * BC;
         const int count = min(BC, (sample ? sCount : kCount) - start);
@@ -554,7 +654,9 @@ __device__ __forceinline__ void attn_impl(
 #pragma unroll
                     for (int nt = 0; nt < BC / 8; nt++)
 #pragma unroll
-                        for (int e = 0; e < 4; e++) s[mt][nt][e] = fmaf(s[mt][nt][e], scaleLog2, sBias[stage][nt * 8 + 2 * t4 + (e & 1)]);
+                        for (int e = 0; e < 4; e++)
+                            s[mt][nt][e] = fmaf(s[mt][nt][e], scaleLog2,
+                                useTable ? sBiasK[t * BC + nt * 8 + 2 * t4 + (e & 1)] : sBias[stage][nt * 8 + 2 * t4 + (e & 1)]);
             }
             if (diagonal) {
 #pragma unroll
@@ -693,18 +795,21 @@ __device__ __forceinline__ void attn_impl(
     }
 }
 
-// NAME, input kind, d, keys per tile, m-tiles per warp, CTAs per SM for the register budget.
-#define ATTN_KERNEL(NAME, KIND, D, BC, MT, MINB, LAZY) \
-extern "C" __global__ void __launch_bounds__(BR / (16 * MT) * 32, MINB) NAME( \
+// NAME, input kind, d, keys per tile, m-tiles per warp, CTAs per SM for the register budget,
+// lazy rescale, query rows per CTA, gathered-row table size (0: none).
+#define ATTN_KERNEL(NAME, KIND, D, BC, MT, MINB, LAZY, ROWS, MAXK) \
+extern "C" __global__ void __launch_bounds__(ROWS / (16 * MT) * 32, MINB) NAME( \
     const u16* Q, const u16* K, const u16* V, float* O, float* L, int nQ, int nK, const int* tiles, const int* qOrder, \
     const int* kOrder, const int* samplePos, const float* sampleLog2W, const float* cvD, float scaleLog2) { \
-    attn_impl<KIND, D, BC, MT, LAZY>(Q, K, V, O, L, nQ, nK, tiles, qOrder, kOrder, samplePos, sampleLog2W, cvD, scaleLog2); }
+    attn_impl<KIND, D, BC, MT, LAZY, ROWS, MAXK>(Q, K, V, O, L, nQ, nK, tiles, qOrder, kOrder, samplePos, sampleLog2W, cvD, scaleLog2); }
 // d = 64: exact levels MT = 2 (long tiles: half the shared-memory reads per MMA); HyperAttention
-// levels MT = 1 with the lazy rescale (short tiles: 8 warps hide the gathers and the epilogue).
-ATTN_KERNEL(attn_bf16_d64, 1, 64, 64, 2, 2, false)
-ATTN_KERNEL(attn_f16_d64, 2, 64, 64, 2, 2, false)
-ATTN_KERNEL(attn_bf16_d64_h, 1, 64, 64, 1, 2, true)
-ATTN_KERNEL(attn_f16_d64_h, 2, 64, 64, 1, 2, true)
-ATTN_KERNEL(attn_bf16_d128, 1, 128, 32, 1, 2, false)
-ATTN_KERNEL(attn_f16_d128, 2, 128, 32, 1, 2, false)
+// levels MT = 1 with the lazy rescale (short tiles: 8 warps hide the gathers and the epilogue),
+// bf16 with the gathered-row table (measured on the H100; fp16 and d = 128 not yet measured with
+// it, so they keep the per-tile lookups).
+ATTN_KERNEL(attn_bf16_d64, 1, 64, 64, 2, 2, false, 128, 0)
+ATTN_KERNEL(attn_f16_d64, 2, 64, 64, 2, 2, false, 128, 0)
+ATTN_KERNEL(attn_bf16_d64_h, 1, 64, 64, 1, 2, true, 128, 1024)
+ATTN_KERNEL(attn_f16_d64_h, 2, 64, 64, 1, 2, true, 128, 0)
+ATTN_KERNEL(attn_bf16_d128, 1, 128, 32, 1, 2, false, 128, 0)
+ATTN_KERNEL(attn_f16_d128, 2, 128, 32, 1, 2, false, 128, 0)
 """#
