@@ -182,6 +182,10 @@ public struct DistributedReport: Sendable, Codable, Equatable {
     /// Reverse alltoallv of (o, lse) and the merges into this rank's rows.
     public var returnSeconds = 0.0
     public var totalSeconds = 0.0
+    /// Of the phases above, the time spent blocked waiting for other ranks' data (histograms,
+    /// rows, samples and results of pipelined rectangles): stalls, as opposed to this rank's own
+    /// hashing, packing, copying and computing. Not measured for ring attention.
+    public var waitSeconds = 0.0
     /// Payload bytes this rank sent and received in collectives (counters included).
     public var bytesSent = 0
     public var bytesReceived = 0

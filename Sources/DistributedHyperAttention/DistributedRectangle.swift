@@ -140,6 +140,7 @@ final class DistributedRectangle {
         var t = MPIEnvironment.wallTime
         let all = try histogramRequest!.waitForValues()  // [rank][stride]
         histogramRequest = nil
+        report.waitSeconds += MPIEnvironment.wallTime - t
         let ranks = comm.size, stride = histogramLength, buckets = self.buckets, h = piece.head, ex = executor
         let rank = comm.rank
         /// First position of rank r's rows of bucket b (side offset 0: queries, `buckets`: keys).
@@ -299,9 +300,11 @@ final class DistributedRectangle {
         try Request.waitAll(exchangeRequests)
         exchangeRequests = []
         report.exchangeSeconds += MPIEnvironment.wallTime - t
+        report.waitSeconds += MPIEnvironment.wallTime - t
         t = MPIEnvironment.wallTime
         let gathered = try sampleRequest!.waitForValues()
         sampleRequest = nil
+        report.waitSeconds += MPIEnvironment.wallTime - t
         let samples = self.samples!
         let sampleRows = SampleRows(count: samples.positions.count, headDim: d, valueDim: dv)
         gathered.withUnsafeBufferPointer { r in
@@ -398,6 +401,7 @@ final class DistributedRectangle {
         let t = MPIEnvironment.wallTime
         try returnRequest!.wait()
         returnRequest = nil
+        report.waitSeconds += MPIEnvironment.wallTime - t
         let h = piece.head, ex = executor, dv = self.dv, width = self.width
         let withLse = width == dv + 1
         let r = returned

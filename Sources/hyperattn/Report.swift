@@ -170,19 +170,22 @@ func csvField(_ s: String) -> String {
 
 // MARK: - Distributed runs
 
-/// Every rank's `DistributedReport`, on every rank (one allgather of 9 numbers per rank).
+/// Every rank's `DistributedReport`, on every rank (one allgather of 10 numbers per rank).
 func gatherReports(_ world: Communicator, _ report: DistributedReport) throws -> [DistributedReport] {
     let mine = [
         report.hashSeconds, report.exchangeSeconds, report.sampleGatherSeconds, report.computeSeconds, report.returnSeconds,
         report.totalSeconds, Double(report.bytesSent), Double(report.bytesReceived), Double(report.evaluatedPairs),
+        report.waitSeconds,
     ]
+    let n = mine.count
     let all = try world.allGather(mine)
     return (0..<world.size).map { r in
-        let x = all[(r * 9)..<(r * 9 + 9)].map { $0 }
+        let x = all[(r * n)..<(r * n + n)].map { $0 }
         var rep = DistributedReport()
         rep.hashSeconds = x[0]; rep.exchangeSeconds = x[1]; rep.sampleGatherSeconds = x[2]; rep.computeSeconds = x[3]
         rep.returnSeconds = x[4]; rep.totalSeconds = x[5]
         rep.bytesSent = Int(x[6]); rep.bytesReceived = Int(x[7]); rep.evaluatedPairs = Int(x[8])
+        rep.waitSeconds = x[9]
         return rep
     }
 }
@@ -260,6 +263,8 @@ struct RankRow: Codable {
     var rank: Int
     var queryRows: Int
     var hashSeconds, exchangeSeconds, sampleGatherSeconds, computeSeconds, returnSeconds, totalSeconds: Double
+    /// Of those, blocked waiting for other ranks' data (HyperAttention rectangles only).
+    var waitSeconds: Double
     var bytesSent, bytesReceived: Int
     /// `ByteBound.issue` / `.withIds` for this rank's shard.
     var byteBound: Int?
@@ -297,6 +302,7 @@ struct DistributedSummary {
             "hash": MaxMean(reports.map(\.hashSeconds)), "exchange": MaxMean(reports.map(\.exchangeSeconds)),
             "sampleGather": MaxMean(reports.map(\.sampleGatherSeconds)), "compute": MaxMean(reports.map(\.computeSeconds)),
             "return": MaxMean(reports.map(\.returnSeconds)), "total": MaxMean(reports.map(\.totalSeconds)),
+            "wait": MaxMean(reports.map(\.waitSeconds)),
         ]
     }
     var bytesSent: MaxMean { MaxMean(reports.map { Double($0.bytesSent) }) }
@@ -330,6 +336,7 @@ struct DistributedSummary {
                 rank: r, queryRows: queryRows[r],
                 hashSeconds: rep.hashSeconds, exchangeSeconds: rep.exchangeSeconds, sampleGatherSeconds: rep.sampleGatherSeconds,
                 computeSeconds: rep.computeSeconds, returnSeconds: rep.returnSeconds, totalSeconds: rep.totalSeconds,
+                waitSeconds: rep.waitSeconds,
                 bytesSent: rep.bytesSent, bytesReceived: rep.bytesReceived, byteBound: b[r]?.issue,
                 byteBoundWithIds: b[r]?.withIds, evaluatedPairs: rep.evaluatedPairs)
         }
@@ -340,6 +347,7 @@ struct DistributedSummary {
         return ["hash", "exchange", "sampleGather", "compute", "return", "total"].map { name in
             "\(name == "exchange" ? "sort/exchange" : name == "sampleGather" ? "sample gather" : name) \(fixed(p[name]!.max, 3))/\(fixed(p[name]!.mean, 3))"
         }.joined(separator: ", ") + " s (max/mean over ranks)"
+            + (ring ? "" : "; of which waiting for other ranks \(fixed(p["wait"]!.max, 3))/\(fixed(p["wait"]!.mean, 3)) s")
     }
 
     var trafficLine: String {
