@@ -37,23 +37,37 @@ public struct DistributedAttention: SequenceParallelAttention {
     /// at first touch, which measured slower than the exchange itself. They hold about 4× this
     /// rank's Q+K+V+O rows of one head (two rectangles in flight) and are freed with the last copy of this value. One call
     /// at a time per instance (as MPI collectives on one communicator require anyway).
-    let scratch = ExchangeScratch()
+    let scratch: ExchangeScratch
 
     /// The tokens of 0..<count that rank `rank` of `ranks` owns.
     public static func tokenRange(rank: Int, ranks: Int, count: Int) -> Range<Int> {
         (rank * count / ranks)..<((rank + 1) * count / ranks)
     }
 
+    /// The default weight of the speed history at each new measurement (`.measuredSpeed`).
+    public static let defaultSpeedHistoryDecay = 1.0
+
+    /// - Parameters:
+    ///   - balancing: how blocks of rectangles spanning ranks are dealt (default by measured speed).
+    ///   - pipelined: whether rectangles are pipelined over heads and pieces (default) or run one
+    ///     after another (the same output).
+    ///   - speedHistoryDecay: in (0, 1]: each measured rectangle's share of the speed history is
+    ///     multiplied by this at every later one (1: all count the same).
     /// - Throws: `AttentionError.invalidArgument` for bad options (the same checks as the
-    ///   single-process call).
+    ///   single-process call) or a decay outside (0, 1].
     public init(communicator: Communicator, shape: AttentionShape, options: AttentionOptions,
-                balancing: BlockBalancing = .measuredSpeed, pipelined: Bool = true) throws {
+                balancing: BlockBalancing = .measuredSpeed, pipelined: Bool = true,
+                speedHistoryDecay: Double = DistributedAttention.defaultSpeedHistoryDecay) throws {
+        guard speedHistoryDecay > 0, speedHistoryDecay <= 1 else {
+            throw AttentionError.invalidArgument("speedHistoryDecay", "must be in (0, 1], got \(speedHistoryDecay)")
+        }
         try options.validate(for: shape)
         self.communicator = communicator
         self.shape = shape
         self.options = options
         self.balancing = balancing
         self.pipelined = pipelined
+        scratch = ExchangeScratch(speedHistoryDecay: speedHistoryDecay)
     }
 
     /// Pretends this rank's block kernel has already run `pairs` query–key pairs in `seconds`
@@ -113,8 +127,9 @@ public enum BlockBalancing: String, Sendable, CaseIterable {
     /// ⌊c·nb/P⌋ blocks to rank c: the same work (FLOPs) on every rank.
     case equalWork = "work"
     /// Blocks in proportion to each rank's measured block-kernel speed (query–key pairs per second
-    /// over the rectangles this `DistributedAttention` has run, its earlier calls included), so
-    /// that ranks on slower or busier cores get fewer. The first rectangle deals equally.
+    /// over the rectangles this `DistributedAttention` has run, its earlier calls included; see
+    /// `speedHistoryDecay`), so that ranks on slower or busier cores get fewer. The first
+    /// rectangles deal equally.
     case measuredSpeed = "speed"
 }
 
@@ -399,20 +414,27 @@ final class ExchangeScratch {
     static let sets = 2
 
     private var buffers: [Tensor?] = Array(repeating: nil, count: Slot.allCases.count * ExchangeScratch.sets)
-    /// Block-kernel work and time of this rank so far (for `.measuredSpeed`).
-    private var kernelPairs = 0
+    /// Block-kernel work and time of this rank (for `.measuredSpeed`), each earlier rectangle's
+    /// share multiplied by `speedHistoryDecay` at every later one: below 1, a core that turns slow
+    /// or fast during a call (other tenants of a shared machine) is seen sooner.
+    private var kernelPairs = 0.0
     private var kernelSeconds = 0.0
+    /// The weight of the history at each new measurement (1: every rectangle counts the same).
+    let speedHistoryDecay: Double
+    init(speedHistoryDecay: Double) {
+        self.speedHistoryDecay = speedHistoryDecay
+    }
 
     func recordBlockKernel(pairs: Int, seconds: Double) {
-        kernelPairs += pairs
-        kernelSeconds += seconds
+        kernelPairs = speedHistoryDecay * kernelPairs + Double(pairs)
+        kernelSeconds = speedHistoryDecay * kernelSeconds + seconds
     }
 
     /// This rank's weight in the block dealing: its measured speed in query–key pairs per
     /// second, or a constant (equal for every rank) before any measurement or for `.equalWork`.
     func speedWeight(balancing: BlockBalancing) -> Int64 {
-        guard balancing == .measuredSpeed, kernelSeconds > 0.01, kernelPairs > 0 else { return 1 }
-        return max(2, Int64(Double(kernelPairs) / kernelSeconds))
+        guard balancing == .measuredSpeed, kernelSeconds > 0.005, kernelPairs > 0 else { return 1 }
+        return max(2, Int64(kernelPairs / kernelSeconds))
     }
 
     /// The buffer of `slot` in buffer set `set`, with room for at least `count` floats (valid

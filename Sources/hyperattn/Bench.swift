@@ -74,6 +74,9 @@ struct Bench: ParsableCommand {
     @Option(help: ArgumentHelp("Under MPI, whether HyperAttention rectangles are pipelined (one rectangle's rows travel while another computes) or run one after another, every collective completed before the next step (for comparison).", valueName: "yes|no"))
     var pipeline: YesNo = .yes
 
+    @Option(help: ArgumentHelp("Under MPI with --balance speed: the weight, in (0, 1], of the speed history at each new rectangle's measurement (1, the default: all rectangles count the same; smaller follows cores whose speed changes during a call).", valueName: "decay"))
+    var speedHistoryDecay: Double = DistributedAttention.defaultSpeedHistoryDecay
+
     @Option(help: "Also print one line per rank (bytes vs bound, pairs, compute time) under MPI.")
     var perRank: Bool = false
 
@@ -94,6 +97,9 @@ struct Bench: ParsableCommand {
         try requirePositive(repeats, "--repeats")
         try requirePositive(peakMs, "--peak-ms")
         guard errorRows >= 0 else { throw ValidationError("--error-rows must be ≥ 0, got \(errorRows)") }
+        guard speedHistoryDecay > 0, speedHistoryDecay <= 1 else {
+            throw ValidationError("--speed-history-decay must be in (0, 1], got \(speedHistoryDecay)")
+        }
         if modes.values.contains(.ring) && !MPILaunch.isMPI(flag: mpi) {
             throw ValidationError("--modes ring is ring attention over MPI ranks: run under mpirun (or add --mpi for one rank)")
         }
@@ -119,6 +125,7 @@ struct Bench: ParsableCommand {
         var single = settings
         single.balance = nil
         single.pipeline = nil
+        single.speedHistoryDecay = nil
         return single
     }
 
@@ -129,7 +136,7 @@ struct Bench: ParsableCommand {
             blockSize: algorithm.blockSize, samples: algorithm.samples, lshBits: algorithm.lshBits,
             minSeqLen: algorithm.minSeqLen, estimator: estimatorName(algorithm.estimator),
             scale: algorithm.scale.map(Double.init), repeats: repeats, errorRows: errorRows, balance: balance.rawValue,
-            pipeline: pipeline == .yes)
+            pipeline: pipeline == .yes, speedHistoryDecay: speedHistoryDecay)
     }
 
     private func runSingleProcess() throws {
@@ -270,7 +277,7 @@ extension Bench {
                         try checkedOptions(options, shape)
                         return mode == .ring
                             ? try RingAttention(communicator: world, shape: shape, options: options)
-                            : try DistributedAttention(communicator: world, shape: shape, options: options, balancing: balance, pipelined: pipeline == .yes)
+                            : try DistributedAttention(communicator: world, shape: shape, options: options, balancing: balance, pipelined: pipeline == .yes, speedHistoryDecay: speedHistoryDecay)
                     }
                     let chunks = dist.localQueryChunks
                     if problem?.chunks != chunks {
@@ -430,6 +437,8 @@ struct BenchSettings: Codable {
     var balance: String? = nil
     /// Under MPI: whether rectangles were pipelined.
     var pipeline: Bool? = nil
+    /// Under MPI: the speed history's decay of `--balance speed`.
+    var speedHistoryDecay: Double? = nil
 }
 
 /// One row of the bench: one (n, mode, causal).

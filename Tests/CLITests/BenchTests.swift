@@ -104,4 +104,19 @@ struct BenchTests {
         #expect(rows.first?["threads"] as? Int == 1 && report["threads"] as? Int == 1)
         #expect(rows.first?["relativeError"] == nil && rows.first?["errorRows"] as? Int == 0)
     }
+
+    @Test("bench rejects bad distributed options with one line naming the flag")
+    func badDistributedOptions() throws {
+        for (arguments, words) in [
+            (["--speed-history-decay", "0"], "--speed-history-decay must be in (0, 1], got 0.0"),
+            (["--speed-history-decay", "1.5"], "--speed-history-decay"),
+            (["--pipeline", "maybe"], "--pipeline"),
+            (["--balance", "fast"], "--balance"),
+        ] {
+            let r = try HyperattnBinary.run(["bench", "--n", "300", "--repeats", "1", "--error-rows", "0"] + arguments)
+            #expect(r.status != 0, "\(arguments)")
+            #expect(r.stderr.split(separator: "\n").count == 1 && r.stderr.contains(words), "\(arguments): \(r.stderr)")
+            #expect(r.stdout.isEmpty, "\(arguments): \(r.stdout)")
+        }
+    }
 }
