@@ -124,7 +124,7 @@ final class DistributedRectangle {
         histogram[2 * buckets] = scratch.speedWeight(balancing: balancing)
         if controlVariate {
             var sum = [Double](repeating: 0, count: dv)
-            for r in myK { let v = ex.valueRow(h, r); for c in 0..<dv { sum[c] += Double(v[c]) } }
+            if !myK.isEmpty { addRows(ex.valueRow(h, myK.lowerBound), count: myK.count, width: dv, into: &sum) }
             for c in 0..<dv { histogram[2 * buckets + 1 + c] = Int64(bitPattern: sum[c].bitPattern) }
         }
         histogramLength = histogram.count

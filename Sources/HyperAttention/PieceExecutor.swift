@@ -150,10 +150,7 @@ package final class PieceExecutor: @unchecked Sendable {
         var valueSum: [Double] = []
         if o.estimator == .stratifiedControlVariate {
             valueSum = [Double](repeating: 0, count: s.valueDim)
-            let v = valueRow(piece.head, piece.keys.lowerBound)
-            for r in 0..<piece.keys.count {
-                for c in 0..<s.valueDim { valueSum[c] += Double(v[r * s.valueDim + c]) }
-            }
+            addRows(valueRow(piece.head, piece.keys.lowerBound), count: piece.keys.count, width: s.valueDim, into: &valueSum)
         }
         let sampleRows = SampleRows(count: samples.positions.count, headDim: s.headDim, valueDim: s.valueDim)
         let keyBase = keyRow(piece.head, piece.keys.lowerBound), valueBase = valueRow(piece.head, piece.keys.lowerBound)
@@ -217,6 +214,19 @@ final class PreparationTable: @unchecked Sendable {
     var c = 0
     while c + 16 <= count { dst.storeVec16(src.loadVec16(c), c); c += 16 }
     while c < count { dst[c] = src[c]; c += 1 }
+}
+
+/// Adds `count` consecutive rows of `width` floats into `sum` in float64, row after row (each
+/// column summed in row order, so the same bits however the columns are vectorised).
+package func addRows(_ rows: UnsafePointer<Float>, count: Int, width: Int, into sum: inout [Double]) {
+    precondition(sum.count == width, "addRows: sum has \(sum.count) columns, rows have \(width)")
+    sum.withUnsafeMutableBufferPointer { acc in
+        let a = acc.baseAddress!
+        for r in 0..<count {
+            let row = rows + r * width
+            for c in 0..<width { a[c] += Double(row[c]) }
+        }
+    }
 }
 
 /// Hash buckets of one HyperAttention piece's query and key rows, filled chunk by chunk by

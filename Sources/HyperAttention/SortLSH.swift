@@ -36,22 +36,45 @@ package struct SortLSH: Sendable {
             for r in 0..<count {
                 let x = rows + index(r) * d
                 var code = 0
-                for j in 0..<bits {
-                    let wj = w.baseAddress! + j * d
-                    var dot: Float = 0
-                    var c = 0
-                    var acc = SIMD16<Float>()
-                    while c + 16 <= d {
-                        acc.addProduct(x.loadVec16(c), UnsafePointer(wj).loadVec16(c))
-                        c += 16
-                    }
-                    dot = horizontalSum(acc)
-                    while c < d { dot += x[c] * wj[c]; c += 1 }
-                    if dot > 0 { code |= 1 << j }
+                // Up to four hyperplanes at a time: independent accumulation chains instead of
+                // one latency-bound chain per bit. Each dot product is still the same FMAs over
+                // the same 16-float chunks, in the same order (the GPU's hash repeats it bit for bit).
+                var j = 0
+                while j < bits {
+                    code |= SortLSH.signBits(x, w.baseAddress! + j * d, d: d, count: min(4, bits - j)) << j
+                    j += 4
                 }
                 buckets[r] = UInt16(SortLSH.grayRank(code))
             }
         }
+    }
+
+    /// Bits [x · w_k > 0] for k = 0 ..< count (≤ 4) of the hyperplanes at w, w + d, …: per hyperplane,
+    /// a 16-lane fused multiply-add over the 16-float chunks in order, the lanes' halving-tree sum,
+    /// then the tail in order.
+    @inline(__always) static func signBits(_ x: UnsafePointer<Float>, _ w: UnsafePointer<Float>, d: Int, count: Int) -> Int {
+        var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
+        var c = 0
+        while c + 16 <= d {
+            let xc = x.loadVec16(c)
+            a0.addProduct(xc, w.loadVec16(c))
+            if count > 1 { a1.addProduct(xc, (w + d).loadVec16(c)) }
+            if count > 2 { a2.addProduct(xc, (w + 2 * d).loadVec16(c)) }
+            if count > 3 { a3.addProduct(xc, (w + 3 * d).loadVec16(c)) }
+            c += 16
+        }
+        @inline(__always) func sign(_ acc: SIMD16<Float>, _ k: Int) -> Int {
+            let wk = w + k * d
+            var dot = horizontalSum(acc)
+            var t = c
+            while t < d { dot += x[t] * wk[t]; t += 1 }
+            return dot > 0 ? 1 << k : 0
+        }
+        var bits = sign(a0, 0)
+        if count > 1 { bits |= sign(a1, 1) }
+        if count > 2 { bits |= sign(a2, 2) }
+        if count > 3 { bits |= sign(a3, 3) }
+        return bits
     }
 
     /// Stable counting sort: `order[p]` = the row (0..<count) at sorted position p.
