@@ -204,6 +204,9 @@ public struct DistributedReport: Sendable, Codable, Equatable {
     /// Payload bytes this rank sent and received in collectives (counters included).
     public var bytesSent = 0
     public var bytesReceived = 0
+    /// Of `bytesSent`, the rows a rank addressed to itself in personalised exchanges and gathers
+    /// (MPI copies them locally; no link carries them). Ring attention sends nothing to itself.
+    public var bytesSentToSelf = 0
     /// Query–key pairs evaluated on this rank.
     public var evaluatedPairs = 0
     public init() {}
@@ -338,6 +341,7 @@ struct DistributedRun {
         }
         let gq = try sub.gatherv(qRows, root: 0), gk = try sub.gatherv(kRows, root: 0), gv = try sub.gatherv(vRows, root: 0)
         report.bytesSent += 4 * (qRows.count + kRows.count + vRows.count)
+        if sub.rank == 0 { report.bytesSentToSelf += 4 * (qRows.count + kRows.count + vRows.count) }
         report.exchangeSeconds += MPIEnvironment.wallTime - t
         // Leader: run the piece on the gathered rows (one head, rows named by global index).
         var results: [Float] = []
@@ -384,6 +388,7 @@ struct DistributedRun {
         t = MPIEnvironment.wallTime
         let back = try sub.allToAllv(results, sendCounts: sendCounts)
         report.bytesSent += 4 * results.count + 8 * sub.size
+        report.bytesSentToSelf += 4 * sendCounts[sub.rank]
         report.bytesReceived += 4 * back.values.count + 8 * sub.size
         back.values.withUnsafeBufferPointer { b in
             for (i, r) in myQ.enumerated() {

@@ -231,6 +231,7 @@ final class DistributedRectangle {
         (arrivingQ, queryReceiveCounts) = arrivals(queryLayout, offset: 0, range: qStart..<qEnd)
         (arrivingK, keyReceiveCounts) = arrivals(keyLayout, offset: buckets, range: kStart..<kEnd)
         querySendCounts = sendCounts(mineQ.positions, length: nq)
+        let keySendCounts = sendCounts(mineK.positions, length: nk)
         receivedQ = scratch.buffer(.receivedQ, set: bufferSet, count: arrivingQ.count * d)
         receivedKV = scratch.buffer(.receivedKV, set: bufferSet, count: arrivingK.count * (d + dv))
         exchangeRequests = [
@@ -238,10 +239,11 @@ final class DistributedRectangle {
                 borrowing: UnsafeBufferPointer(sendQ), partition: BufferPartition(counts: querySendCounts.map { $0 * d }),
                 into: receivedQ, partition: BufferPartition(counts: queryReceiveCounts.map { $0 * d })),
             try comms.exchange.immediateAllToAllv(
-                borrowing: UnsafeBufferPointer(sendKV), partition: BufferPartition(counts: sendCounts(mineK.positions, length: nk).map { $0 * (d + dv) }),
+                borrowing: UnsafeBufferPointer(sendKV), partition: BufferPartition(counts: keySendCounts.map { $0 * (d + dv) }),
                 into: receivedKV, partition: BufferPartition(counts: keyReceiveCounts.map { $0 * (d + dv) })),
         ]
         report.bytesSent += 4 * (sendQ.count + sendKV.count)
+        report.bytesSentToSelf += 4 * (querySendCounts[rank] * d + keySendCounts[rank] * (d + dv))
         report.bytesReceived += 4 * (receivedQ.count + receivedKV.count)
         report.exchangeSeconds += MPIEnvironment.wallTime - t
 
@@ -389,6 +391,7 @@ final class DistributedRectangle {
             borrowing: UnsafeBufferPointer(back), partition: BufferPartition(counts: queryReceiveCounts.map { $0 * width }),
             into: returned, partition: BufferPartition(counts: querySendCounts.map { $0 * width }))
         report.bytesSent += 4 * back.count
+        report.bytesSentToSelf += 4 * queryReceiveCounts[comm.rank] * width
         report.bytesReceived += 4 * returned.count
         arrivingQ = []
         arrivingK = []

@@ -344,6 +344,8 @@ extension Bench {
                     row.bytesSentMean = summary.bytesSent.mean
                     row.bytesReceivedMax = summary.bytesReceived.max
                     row.bytesReceivedMean = summary.bytesReceived.mean
+                    row.bytesSentToOthersMax = summary.bytesSentToOthers.max
+                    row.bytesSentToOthersMean = summary.bytesSentToOthers.mean
                     row.computeImbalance = summary.computeImbalance
                     row.flopImbalance = summary.flopImbalance
                     row.byteBound = summary.byteBoundReport
@@ -477,6 +479,9 @@ struct BenchRow: Codable {
     var bytesSentMean: Double? = nil
     var bytesReceivedMax: Double? = nil
     var bytesReceivedMean: Double? = nil
+    /// Bytes sent to other ranks (excluding a rank's rows to itself), max and mean per rank.
+    var bytesSentToOthersMax: Double? = nil
+    var bytesSentToOthersMean: Double? = nil
     /// max/mean over ranks of computeSeconds.
     var computeImbalance: Double? = nil
     /// max/mean over ranks of evaluated query–key pairs.
@@ -514,7 +519,7 @@ struct BenchRow: Codable {
         "maxLogSumExpError", "peakRSSBytes", "tensorBytes", "rssToTensorBytes", "ranks", "threadsPerRank",
         "hashSecondsMax", "exchangeSecondsMax", "sampleGatherSecondsMax", "computeSecondsMax", "computeSecondsMean",
         "returnSecondsMax", "bytesSentMax", "bytesSentMean", "bytesReceivedMax", "bytesReceivedMean", "byteBoundMax",
-        "bytesSentToBoundMax", "computeImbalance", "flopImbalance",
+        "bytesSentToBoundMax", "computeImbalance", "flopImbalance", "bytesSentToOthersMax", "waitSecondsMax",
     ]
 
     var csvLine: String {
@@ -528,7 +533,8 @@ struct BenchRow: Codable {
             opt(phases?["exchange"]?.max), opt(phases?["sampleGather"]?.max), opt(phases?["compute"]?.max),
             opt(phases?["compute"]?.mean), opt(phases?["return"]?.max), opt(bytesSentMax), opt(bytesSentMean),
             opt(bytesReceivedMax), opt(bytesReceivedMean), opt(byteBound?.perRank.max()),
-            opt(byteBound?.measuredToBoundMax), opt(computeImbalance), opt(flopImbalance),
+            opt(byteBound?.measuredToBoundMax), opt(computeImbalance), opt(flopImbalance), opt(bytesSentToOthersMax),
+            opt(phases?["wait"]?.max),
         ].map(csvField).joined(separator: ",")
     }
 }

@@ -170,12 +170,12 @@ func csvField(_ s: String) -> String {
 
 // MARK: - Distributed runs
 
-/// Every rank's `DistributedReport`, on every rank (one allgather of 10 numbers per rank).
+/// Every rank's `DistributedReport`, on every rank (one allgather of 11 numbers per rank).
 func gatherReports(_ world: Communicator, _ report: DistributedReport) throws -> [DistributedReport] {
     let mine = [
         report.hashSeconds, report.exchangeSeconds, report.sampleGatherSeconds, report.computeSeconds, report.returnSeconds,
         report.totalSeconds, Double(report.bytesSent), Double(report.bytesReceived), Double(report.evaluatedPairs),
-        report.waitSeconds,
+        report.waitSeconds, Double(report.bytesSentToSelf),
     ]
     let n = mine.count
     let all = try world.allGather(mine)
@@ -185,7 +185,7 @@ func gatherReports(_ world: Communicator, _ report: DistributedReport) throws ->
         rep.hashSeconds = x[0]; rep.exchangeSeconds = x[1]; rep.sampleGatherSeconds = x[2]; rep.computeSeconds = x[3]
         rep.returnSeconds = x[4]; rep.totalSeconds = x[5]
         rep.bytesSent = Int(x[6]); rep.bytesReceived = Int(x[7]); rep.evaluatedPairs = Int(x[8])
-        rep.waitSeconds = x[9]
+        rep.waitSeconds = x[9]; rep.bytesSentToSelf = Int(x[10])
         return rep
     }
 }
@@ -265,6 +265,8 @@ struct RankRow: Codable {
     var hashSeconds, exchangeSeconds, sampleGatherSeconds, computeSeconds, returnSeconds, totalSeconds: Double
     /// Of those, blocked waiting for other ranks' data (HyperAttention rectangles only).
     var waitSeconds: Double
+    /// Of `bytesSent`, addressed to itself (copied locally by MPI).
+    var bytesSentToSelf: Int
     var bytesSent, bytesReceived: Int
     /// `ByteBound.issue` / `.withIds` for this rank's shard.
     var byteBound: Int?
@@ -307,6 +309,8 @@ struct DistributedSummary {
     }
     var bytesSent: MaxMean { MaxMean(reports.map { Double($0.bytesSent) }) }
     var bytesReceived: MaxMean { MaxMean(reports.map { Double($0.bytesReceived) }) }
+    /// Bytes sent to other ranks (what links carry): `bytesSent − bytesSentToSelf`.
+    var bytesSentToOthers: MaxMean { MaxMean(reports.map { Double($0.bytesSent - $0.bytesSentToSelf) }) }
     /// max/mean over ranks of computeSeconds.
     var computeImbalance: Double { MaxMean(reports.map(\.computeSeconds)).imbalance }
     /// max/mean over ranks of evaluated query–key pairs (the FLOP count: meaningful when ranks
@@ -336,7 +340,7 @@ struct DistributedSummary {
                 rank: r, queryRows: queryRows[r],
                 hashSeconds: rep.hashSeconds, exchangeSeconds: rep.exchangeSeconds, sampleGatherSeconds: rep.sampleGatherSeconds,
                 computeSeconds: rep.computeSeconds, returnSeconds: rep.returnSeconds, totalSeconds: rep.totalSeconds,
-                waitSeconds: rep.waitSeconds,
+                waitSeconds: rep.waitSeconds, bytesSentToSelf: rep.bytesSentToSelf,
                 bytesSent: rep.bytesSent, bytesReceived: rep.bytesReceived, byteBound: b[r]?.issue,
                 byteBoundWithIds: b[r]?.withIds, evaluatedPairs: rep.evaluatedPairs)
         }
@@ -352,7 +356,8 @@ struct DistributedSummary {
 
     var trafficLine: String {
         let s = bytesSent, r = bytesReceived
-        var line = "sent \(mib(s.max))/\(mib(s.mean)) MiB, received \(mib(r.max))/\(mib(r.mean)) MiB (max/mean per rank)"
+        let o = bytesSentToOthers
+        var line = "sent \(mib(s.max))/\(mib(s.mean)) MiB (to other ranks \(mib(o.max))/\(mib(o.mean))), received \(mib(r.max))/\(mib(r.mean)) MiB (max/mean per rank)"
         if let b = byteBoundReport, ring {
             line += "; ring expects \(mib(Double(b.perRank.max() ?? 0))) MiB (P−1 K|V shards), sent/expected max \(fixed(b.measuredToBoundMax, 3))"
         } else if let b = byteBoundReport {
