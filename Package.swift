@@ -120,6 +120,11 @@ let package = Package(
             path: "Tests/MPITests"
         ),
         .testTarget(
+            name: "DistributedHyperAttentionTests",
+            dependencies: ["DistributedHyperAttention"],
+            path: "Tests/DistributedHyperAttentionTests"
+        ),
+        .testTarget(
             name: "CLITests",
             dependencies: ["NPY", "HyperAttentionTestSupport"],
             path: "Tests/CLITests"

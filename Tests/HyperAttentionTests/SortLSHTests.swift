@@ -37,6 +37,53 @@ struct SortLSHTests {
         #expect(Int(buckets[2]) == Int(buckets[0]) ^ SortLSH.grayRank(127))
     }
 
+    @Test("hash = per-hyperplane 16-lane FMA chunks, halving-tree sum, tail in order (the GPU repeats this bit for bit)",
+          arguments: [(64, 7), (40, 11), (16, 1), (24, 4), (128, 16), (8, 5)])
+    func hashArithmetic(d: Int, bits: Int) {
+        let lsh = SortLSH(bits: bits, headDim: d, seed: 9, head: 2, node: 77)
+        let n = 300
+        let rows = TestData.gaussian([n, d], seed: 5).scalars
+        var buckets = [UInt16](repeating: 0, count: n)
+        rows.withUnsafeBufferPointer { x in
+            buckets.withUnsafeMutableBufferPointer { b in lsh.hash(rows: x.baseAddress!, count: n, buckets: b.baseAddress!) { $0 } }
+        }
+        for r in 0..<n {
+            var code = 0
+            for j in 0..<bits {
+                // 16 lanes, lane l accumulating elements l, l+16, … with fused multiply-adds.
+                var lanes = [Float](repeating: 0, count: 16)
+                var c = 0
+                while c + 16 <= d {
+                    for l in 0..<16 { lanes[l] = lanes[l].addingProduct(rows[r * d + c + l], lsh.directions[j * d + c + l]) }
+                    c += 16
+                }
+                // Halving tree: 16 → 8 → 4 → 2 → 1.
+                var width = 16
+                while width > 1 {
+                    width /= 2
+                    for l in 0..<width { lanes[l] = lanes[l] + lanes[l + width] }
+                }
+                var dot = lanes[0]
+                while c < d { dot += rows[r * d + c] * lsh.directions[j * d + c]; c += 1 }
+                if dot > 0 { code |= 1 << j }
+            }
+            #expect(buckets[r] == UInt16(SortLSH.grayRank(code)), "row \(r)")
+        }
+    }
+
+    @Test("addRows sums each column in row order, in float64")
+    func addRowsOrder() {
+        let width = 37, count = 101
+        let rows = TestData.gaussian([count, width], seed: 8).scalars
+        var sum = [Double](repeating: 0.5, count: width)
+        rows.withUnsafeBufferPointer { addRows($0.baseAddress!, count: count, width: width, into: &sum) }
+        for c in 0..<width {
+            var expected = 0.5
+            for r in 0..<count { expected += Double(rows[r * width + c]) }
+            #expect(sum[c] == expected)
+        }
+    }
+
     @Test("proportional blocks cover 0..<n without gaps, sizes differ by at most one", arguments: [1, 7, 255, 256, 257, 1000, 4097])
     func blocks(n: Int) {
         let p = BlockPartition(keyCount: n, blockSize: 64)
