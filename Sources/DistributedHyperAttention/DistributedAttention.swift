@@ -35,8 +35,9 @@ public struct DistributedAttention: SequenceParallelAttention {
     public let pipelined: Bool
     /// Exchange buffers, kept from call to call: a fresh buffer's pages are zeroed by the kernel
     /// at first touch, which measured slower than the exchange itself. They hold about 4× this
-    /// rank's Q+K+V+O rows of one head (two rectangles in flight) and are freed with the last copy of this value. One call
-    /// at a time per instance (as MPI collectives on one communicator require anyway).
+    /// rank's Q+K+V+O rows of one head (two rectangles in flight) and are freed with the last
+    /// copy of this value. One call at a time per instance (as MPI collectives on one
+    /// communicator require anyway).
     let scratch: ExchangeScratch
 
     /// The tokens of 0..<count that rank `rank` of `ranks` owns.
@@ -190,7 +191,8 @@ public struct DistributedReport: Sendable, Codable, Equatable {
     /// other rectangles' transfers between chunks of blocks; also the gathering of pieces to
     /// their leader rank.
     public var exchangeSeconds = 0.0
-    /// Allgather of the sampled key/value rows (and the control variate's Σ V).
+    /// Allgather of the sampled key/value rows (contributed by their owners) and waiting for it.
+    /// (The control variate's Σ V travels with the histograms.)
     public var sampleGatherSeconds = 0.0
     /// Attention kernels on this rank (local pieces, blocks, gathered pieces).
     public var computeSeconds = 0.0
