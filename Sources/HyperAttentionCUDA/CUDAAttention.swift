@@ -271,6 +271,17 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         return st
     }
 
+    /// Uploads the inputs, runs the call once and downloads (O, lse) in the query's shape (last
+    /// dimension d_v) and the query's shape without its last dimension. The inputs stay on the
+    /// device, for `time(repeats:)`.
+    public func attention(query: Tensor, key: Tensor, value: Tensor) throws -> AttentionResult {
+        try upload(query: query, key: key, value: value)
+        try run()
+        var outShape = query.shape
+        outShape[outShape.count - 1] = shape.valueDim
+        return try result(outputShape: outShape, logSumExpShape: Array(query.shape.dropLast()))
+    }
+
     /// Downloads (O, lse) into tensors of the given shapes.
     public func result(outputShape: [Int], logSumExpShape: [Int]) throws -> AttentionResult {
         try stream.synchronize()
@@ -329,11 +340,7 @@ public func cudaAttention(query: Tensor, key: Tensor, value: Tensor, options: At
     }
     let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
     let session = try CUDAAttentionSession(shape: shape, options: options, device: index, precision: precision)
-    try session.upload(query: query, key: key, value: value)
-    try session.run()
-    var outShape = query.shape
-    outShape[outShape.count - 1] = shape.valueDim
-    return try session.result(outputShape: outShape, logSumExpShape: Array(query.shape.dropLast()))
+    return try session.attention(query: query, key: key, value: value)
 }
 
 /// The GPU of one rank: `--device` if given, else under mpirun the rank's local rank

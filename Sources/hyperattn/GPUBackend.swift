@@ -51,11 +51,7 @@ struct BackendOptions: ParsableArguments {
         do {
             let shape = try AttentionShape(query: query.shape, key: key.shape, value: value.shape)
             let session = try CUDAAttentionSession(shape: shape, options: options, device: deviceIndex, precision: precision)
-            try session.upload(query: query, key: key, value: value)
-            try session.run()
-            var outShape = query.shape
-            outShape[outShape.count - 1] = shape.valueDim
-            let result = try session.result(outputShape: outShape, logSumExpShape: Array(query.shape.dropLast()))
+            let result = try session.attention(query: query, key: key, value: value)
             print("  gpu: \(try cudaDeviceDescription(deviceIndex)), \(precision.rawValue) inputs")
             if gpuRepeat > 0 {
                 let times = try session.time(repeats: gpuRepeat).sorted()
