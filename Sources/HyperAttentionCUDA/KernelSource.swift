@@ -45,28 +45,23 @@ template <int KIND> __device__ __forceinline__ float load_elem(const void* p, si
 template <> __device__ __forceinline__ float load_elem<0>(const void* p, size_t i) { return ((const float*)p)[i]; }
 template <> __device__ __forceinline__ float load_elem<1>(const void* p, size_t i) { return bf16_to_f(((const u16*)p)[i]); }
 template <> __device__ __forceinline__ float load_elem<2>(const void* p, size_t i) { return f16_to_f(((const u16*)p)[i]); }
+// One 16-bit value of KIND 1 (bf16) or 2 (fp16) as fp32.
+template <int KIND> __device__ __forceinline__ float half_to_f(u16 h) { return KIND == 1 ? bf16_to_f(h) : f16_to_f(h); }
 __device__ __forceinline__ float fast_exp2(float x) { float y; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x)); return y; }
 
 // `inexact` (when not null) is set to 1 if any value does not round-trip (then the hash needs the
 // fp32 copy; otherwise hashing the 16-bit copy reads the same values).
-extern "C" __global__ void convert_f32_bf16(const float* in, u16* out, long long n, int* inexact) {
+template <int KIND> __device__ __forceinline__ void convert_f32_16(const float* in, u16* out, long long n, int* inexact) {
     bool exact = true;
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        const u16 h = (u16)(pack_bf16(in[i], 0.f) & 0xffffu);
+        const u16 h = (u16)(pack2<KIND>(in[i], 0.f) & 0xffffu);
         out[i] = h;
-        exact &= __float_as_uint(bf16_to_f(h)) == __float_as_uint(in[i]);
+        exact &= __float_as_uint(half_to_f<KIND>(h)) == __float_as_uint(in[i]);
     }
     if (inexact && __any_sync(0xffffffffu, !exact) && (threadIdx.x & 31) == 0) *inexact = 1;
 }
-extern "C" __global__ void convert_f32_f16(const float* in, u16* out, long long n, int* inexact) {
-    bool exact = true;
-    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
-        const u16 h = (u16)(pack_f16(in[i], 0.f) & 0xffffu);
-        out[i] = h;
-        exact &= __float_as_uint(f16_to_f(h)) == __float_as_uint(in[i]);
-    }
-    if (inexact && __any_sync(0xffffffffu, !exact) && (threadIdx.x & 31) == 0) *inexact = 1;
-}
+extern "C" __global__ void convert_f32_bf16(const float* in, u16* out, long long n, int* inexact) { convert_f32_16<1>(in, out, n, inexact); }
+extern "C" __global__ void convert_f32_f16(const float* in, u16* out, long long n, int* inexact) { convert_f32_16<2>(in, out, n, inexact); }
 
 // Benchmark inputs: x_i ~ N(0, 1) from a counter hash of (seed, i) (Box-Muller), rounded to
 // bf16 (kind 1) or fp16 (kind 2).
@@ -119,8 +114,8 @@ template <int KIND, int D> __device__ __forceinline__ void load_row(const void* 
 #pragma unroll
             for (int h = 0; h < 4; h++) {
                 const u16 lo = (u16)(w[h] & 0xffffu), hi = (u16)(w[h] >> 16);
-                x[8 * q + 2 * h] = KIND == 1 ? bf16_to_f(lo) : f16_to_f(lo);
-                x[8 * q + 2 * h + 1] = KIND == 1 ? bf16_to_f(hi) : f16_to_f(hi);
+                x[8 * q + 2 * h] = half_to_f<KIND>(lo);
+                x[8 * q + 2 * h + 1] = half_to_f<KIND>(hi);
             }
         }
     }
@@ -303,8 +298,8 @@ __device__ __forceinline__ void cv_block_sums_impl(const void* V, int nK, int dv
         const u32 w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
         for (int h = 0; h < 4; h++) {
-            x[2 * h] = KIND == 1 ? bf16_to_f((u16)(w[h] & 0xffffu)) : f16_to_f((u16)(w[h] & 0xffffu));
-            x[2 * h + 1] = KIND == 1 ? bf16_to_f((u16)(w[h] >> 16)) : f16_to_f((u16)(w[h] >> 16));
+            x[2 * h] = half_to_f<KIND>((u16)(w[h] & 0xffffu));
+            x[2 * h + 1] = half_to_f<KIND>((u16)(w[h] >> 16));
         }
     };
     // Rows in batches of CV_BATCH per thread: every index load, then every row load, in flight
@@ -323,8 +318,8 @@ __device__ __forceinline__ void cv_block_sums_impl(const void* V, int nK, int dv
             const u32 w[4] = {raw[u].x, raw[u].y, raw[u].z, raw[u].w};
 #pragma unroll
             for (int h = 0; h < 4; h++) {
-                sum[2 * h] += (double)(KIND == 1 ? bf16_to_f((u16)(w[h] & 0xffffu)) : f16_to_f((u16)(w[h] & 0xffffu)));
-                sum[2 * h + 1] += (double)(KIND == 1 ? bf16_to_f((u16)(w[h] >> 16)) : f16_to_f((u16)(w[h] >> 16)));
+                sum[2 * h] += (double)half_to_f<KIND>((u16)(w[h] & 0xffffu));
+                sum[2 * h + 1] += (double)half_to_f<KIND>((u16)(w[h] >> 16));
             }
         }
     }
