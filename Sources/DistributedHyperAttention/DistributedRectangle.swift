@@ -109,7 +109,7 @@ final class DistributedRectangle {
     func announce(_ report: inout DistributedReport) throws {
         let t = MPIEnvironment.wallTime
         let h = piece.head, ex = executor
-        let lsh = SortLSH(bits: options.lshBits, headDim: d, seed: options.seed, head: h, node: node)
+        let lsh = SortLSH(bits: options.lshBits, headDim: d, seed: options.seed, head: h)
         queryBuckets = hash(lsh, count: myQ.count) { ex.queryRow(h, self.myQ.lowerBound + $0) }
         keyBuckets = hash(lsh, count: myK.count) { ex.keyRow(h, self.myK.lowerBound + $0) }
         buckets = lsh.bucketCount

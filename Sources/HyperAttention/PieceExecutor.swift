@@ -241,7 +241,7 @@ final class HashingJob: @unchecked Sendable {
     init(plan: AttentionPlan, piece: Piece) {
         self.piece = piece
         node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
-        lsh = SortLSH(bits: plan.options.lshBits, headDim: plan.shape.headDim, seed: plan.options.seed, head: piece.head, node: node)
+        lsh = SortLSH(bits: plan.options.lshBits, headDim: plan.shape.headDim, seed: plan.options.seed, head: piece.head)
         queryBuckets = .allocate(capacity: max(1, piece.queries.count))
         keyBuckets = .allocate(capacity: max(1, piece.keys.count))
     }

@@ -11,13 +11,19 @@ package struct SortLSH: Sendable {
     package let bits: Int
     package let headDim: Int
 
-    /// The hyperplanes of one head and recursion node; shared by that node's Q and K.
-    package init(bits: Int, headDim: Int, seed: UInt64, head: Int, node: UInt64) {
-        let rng = CounterRandom(seed: seed, head: head, node: node, purpose: .hashDirections)
+    /// The hyperplanes of one query head, shared by its Q and K rows and by every node of the
+    /// causal recursion (as in the reference implementation, which builds one `AngularLSH` per
+    /// layer): a row's bucket is the same at every level, so it can be hashed once per call.
+    /// The key's node field is fixed at `SortLSH.node`.
+    package init(bits: Int, headDim: Int, seed: UInt64, head: Int) {
+        let rng = CounterRandom(seed: seed, head: head, node: SortLSH.node, purpose: .hashDirections)
         directions = (0..<(bits * headDim)).map { Float(rng.gaussian($0)) }
         self.bits = bits
         self.headDim = headDim
     }
+
+    /// The node field of the hyperplanes' randomness key: one set for the whole recursion.
+    package static let node: UInt64 = 0
 
     /// Number of buckets, 2^bits.
     package var bucketCount: Int { 1 << bits }

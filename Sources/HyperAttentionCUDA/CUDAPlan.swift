@@ -80,7 +80,7 @@ struct HostLevel {
                 continue
             }
             let node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
-            let lsh = SortLSH(bits: options.lshBits, headDim: shape.headDim, seed: options.seed, head: piece.head, node: node)
+            let lsh = SortLSH(bits: options.lshBits, headDim: shape.headDim, seed: options.seed, head: piece.head)
             let directionOffset = directions.count
             directions += lsh.directions
             var orderOffsets: [Int] = []

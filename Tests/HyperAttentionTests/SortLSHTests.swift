@@ -26,7 +26,7 @@ struct SortLSHTests {
 
     @Test("hash: x and 2x share a bucket; −x gets the complement code")
     func hashGeometry() {
-        let lsh = SortLSH(bits: 7, headDim: 20, seed: 5, head: 0, node: 1)
+        let lsh = SortLSH(bits: 7, headDim: 20, seed: 5, head: 0)
         let x = TestData.gaussian([20], seed: 3).scalars
         let rows = x + x.map { 2 * $0 } + x.map { -$0 }
         var buckets = [UInt16](repeating: 0, count: 3)
@@ -40,7 +40,7 @@ struct SortLSHTests {
     @Test("hash = per-hyperplane 16-lane FMA chunks, halving-tree sum, tail in order (the GPU repeats this bit for bit)",
           arguments: [(64, 7), (40, 11), (16, 1), (24, 4), (128, 16), (8, 5)])
     func hashArithmetic(d: Int, bits: Int) {
-        let lsh = SortLSH(bits: bits, headDim: d, seed: 9, head: 2, node: 77)
+        let lsh = SortLSH(bits: bits, headDim: d, seed: 9, head: 2)
         let n = 300
         let rows = TestData.gaussian([n, d], seed: 5).scalars
         var buckets = [UInt16](repeating: 0, count: n)
