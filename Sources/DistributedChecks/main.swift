@@ -23,6 +23,8 @@ struct Case {
     /// `DistributedAttention(pipelined:)`: rectangles pipelined over heads (default) or run one
     /// after another; the output is the same either way.
     var pipelined = true
+    /// `DistributedAttention(placement:)`: which blocks a rank computes; the output is the same.
+    var placement = BlockPlacement.rowLocality
 }
 
 func cases(full: Bool) -> [Case] {
@@ -49,6 +51,14 @@ func cases(full: Bool) -> [Case] {
     for causal in [false, true] {
         list.append(Case(name: "\(causal ? "causal" : "non-causal") n=5001 h=3 GQA 3/1 not pipelined", queryHeads: 3, keyHeads: 1, n: 5001,
                          options: AttentionOptions(causal: causal, blockSize: 96, samples: 48, minSeqLen: 512, seed: 9), pipelined: false))
+    }
+    for causal in [false, true] {
+        let c = causal ? "causal" : "non-causal"
+        // Few buckets, many rows per (bucket, rank): most blocks' rows sit on one rank, so
+        // placement by locality moves few rows; and the same problem dealt in contiguous runs.
+        let options = AttentionOptions(causal: causal, lshBits: 2, blockSize: 64, samples: 32, minSeqLen: 1000, seed: 13)
+        list.append(Case(name: "\(c) n=24000 h=2 r=2 blocks placed by row locality", queryHeads: 2, keyHeads: 2, n: 24000, options: options))
+        list.append(Case(name: "\(c) n=24000 h=2 r=2 blocks in contiguous runs", queryHeads: 2, keyHeads: 2, n: 24000, options: options, placement: .contiguous))
     }
     list.append(Case(name: "exact mode causal n=1500", n: 1500, options: AttentionOptions(mode: .exact, causal: true)))
     for causal in [false, true] {
@@ -87,7 +97,7 @@ do {
         if c.ring {
             dist = try RingAttention(communicator: world, shape: shape, options: options)
         } else {
-            let hyper = try DistributedAttention(communicator: world, shape: shape, options: options, pipelined: c.pipelined)
+            let hyper = try DistributedAttention(communicator: world, shape: shape, options: options, placement: c.placement, pipelined: c.pipelined)
             if c.unequalSpeeds { hyper.seedSpeedMeasurement(pairs: 1_000_000 * (world.rank % 3 + 1), seconds: 1) }
             dist = hyper
         }

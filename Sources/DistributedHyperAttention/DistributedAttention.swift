@@ -29,6 +29,8 @@ public struct DistributedAttention: SequenceParallelAttention {
     public let options: AttentionOptions
     /// How the blocks of a rectangle spanning ranks are dealt to them. Default `.measuredSpeed`.
     public let balancing: BlockBalancing
+    /// Which blocks each rank computes (how many is `balancing`). Default `.rowLocality`.
+    public let placement: BlockPlacement
     /// Whether the rectangles spanning ranks are pipelined over heads and pieces (default), or
     /// run one after another with each step's collective completed before the next (the same
     /// results, bit for bit; for comparison).
@@ -49,7 +51,9 @@ public struct DistributedAttention: SequenceParallelAttention {
     public static let defaultSpeedHistoryDecay = 1.0
 
     /// - Parameters:
-    ///   - balancing: how blocks of rectangles spanning ranks are dealt (default by measured speed).
+    ///   - balancing: how many blocks of a rectangle spanning ranks each rank gets (default by
+    ///     measured speed).
+    ///   - placement: which blocks (default: where their rows already are).
     ///   - pipelined: whether rectangles are pipelined over heads and pieces (default) or run one
     ///     after another (the same output).
     ///   - speedHistoryDecay: in (0, 1]: each measured rectangle's share of the speed history is
@@ -57,7 +61,7 @@ public struct DistributedAttention: SequenceParallelAttention {
     /// - Throws: `AttentionError.invalidArgument` for bad options (the same checks as the
     ///   single-process call) or a decay outside (0, 1].
     public init(communicator: Communicator, shape: AttentionShape, options: AttentionOptions,
-                balancing: BlockBalancing = .measuredSpeed, pipelined: Bool = true,
+                balancing: BlockBalancing = .measuredSpeed, placement: BlockPlacement = .rowLocality, pipelined: Bool = true,
                 speedHistoryDecay: Double = DistributedAttention.defaultSpeedHistoryDecay) throws {
         guard speedHistoryDecay > 0, speedHistoryDecay <= 1 else {
             throw AttentionError.invalidArgument("speedHistoryDecay", "must be in (0, 1], got \(speedHistoryDecay)")
@@ -67,6 +71,7 @@ public struct DistributedAttention: SequenceParallelAttention {
         self.shape = shape
         self.options = options
         self.balancing = balancing
+        self.placement = placement
         self.pipelined = pipelined
         scratch = ExchangeScratch(speedHistoryDecay: speedHistoryDecay)
     }
@@ -132,6 +137,20 @@ public enum BlockBalancing: String, Sendable, CaseIterable {
     /// `speedHistoryDecay`), so that ranks on slower or busier cores get fewer. The first
     /// rectangles deal equally.
     case measuredSpeed = "speed"
+}
+
+/// Which of a rectangle's LSH blocks a rank computes (`BlockBalancing` says how many). Either
+/// way the output is the same, bit for bit.
+public enum BlockPlacement: String, Sendable, CaseIterable {
+    /// Each block preferably to a rank that already holds its rows, most bytes first
+    /// (`BlockDealing.assign`). Within an LSH bucket the sorted order is token order, and ranks
+    /// hold contiguous tokens, so once a bucket has more rows per rank than a block
+    /// (n ≳ P · 2^r · blockSize per side) most blocks' query rows, or key rows, sit on one rank:
+    /// only the other side travels, and a query computed at home sends no result back.
+    case rowLocality = "local"
+    /// Contiguous runs of blocks in sorted order, rank 0 first (the earlier dealing; rows travel
+    /// wherever they are).
+    case contiguous
 }
 
 /// A sequence-parallel attention method over the ranks of a communicator: which token rows each

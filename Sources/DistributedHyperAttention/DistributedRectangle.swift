@@ -9,12 +9,14 @@ import MPI
 ///    exclusive scan over lower ranks and an allreduce of totals would), give every row its global
 ///    sorted position, with no data moved — the same order as the single-process stable sort,
 ///    since lower ranks hold lower tokens;
-/// 3. blocks are dealt whole and contiguous, query block j with key block j: ⌊c·nb/P⌋ of them to
-///    rank c (`.equalWork`: blocks differ in size by at most one row), or in proportion to the
+/// 3. blocks are dealt whole, query block j with key block j: as many to rank c as ⌊c·nb/P⌋
+///    gives (`.equalWork`: blocks differ in size by at most one row), or in proportion to the
 ///    ranks' measured block-kernel speed (`.measuredSpeed`, the default: cores of one machine can
-///    differ by 30% under load); one alltoallv moves Q rows,
-///    one moves K|V rows, each sent in ascending sorted position, so the receiver knows every
-///    row's position from the histograms and no ids travel;
+///    differ by 30% under load); which blocks go where is `BlockPlacement`: by default each block
+///    to a rank that already holds many of its rows (within a bucket the sorted order is token
+///    order, so at large n most of a block's rows come from one rank), else contiguous runs;
+///    one alltoallv moves Q rows, one moves K|V rows, each sent to a rank in ascending sorted
+///    position, so the receiver knows every row's position from the histograms and no ids travel;
 /// 4. the node's samples (positions in sorted-key order) are contributed by the ranks that own
 ///    those rows and allgathered, so every rank has all m (k, v) rows;
 /// 5. each rank runs the core's fused block kernel on its blocks — the same gathered rows in the
@@ -44,6 +46,7 @@ final class DistributedRectangle {
     private let shape: AttentionShape
     private let scratch: ExchangeScratch
     private let balancing: BlockBalancing
+    private let placement: BlockPlacement
     private let returnsLogSumExp: Bool
 
     private var comm: Communicator { comms.histograms }
@@ -63,11 +66,15 @@ final class DistributedRectangle {
     // dispatch
     private var buckets = 0
     private var partition = BlockPartition(keyCount: 0, blockSize: 1)
-    private var myBlocks = 0..<0
-    private var qStart = 0, kStart = 0
-    /// This rank's query rows in ascending sorted position (local indices).
+    /// This rank's blocks, ascending, and where each one's query and key rows start among the
+    /// rows this rank receives (its blocks' rows side by side, in sorted order).
+    private var myBlocks: [Int] = []
+    private var querySlotBase: [Int] = [], keySlotBase: [Int] = []
+    /// This rank's query rows (local indices) in the order they were sent: by destination rank,
+    /// ascending sorted position within each. Their results come back in this order.
     private var queryOrder: [Int] = []
     private var querySendCounts: [Int] = [], queryReceiveCounts: [Int] = []
+    /// For each arriving query / key row, in arrival order, its slot among this rank's blocks' rows.
     private var arrivingQ: [Int] = [], arrivingK: [Int] = []
     private var receivedQ = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
     private var receivedKV = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
@@ -89,6 +96,7 @@ final class DistributedRectangle {
         shape = run.shape
         scratch = run.scratch
         balancing = run.attention.balancing
+        placement = run.attention.placement
         returnsLogSumExp = run.returnsLogSumExp
         myQ = clamp(piece.queries, to: executor.io.queryRows)
         myK = clamp(piece.keys, to: executor.io.keyRows)
@@ -174,64 +182,125 @@ final class DistributedRectangle {
             return (order.map(Int.init), positions)
         }
         let mineQ = sortedRows(queryBuckets, queryLayout), mineK = sortedRows(keyBuckets, keyLayout)
-        queryOrder = mineQ.order
         queryBuckets = []
         keyBuckets = []
 
         // 3. Deal blocks to ranks and move the rows.
         partition = BlockPartition(keyCount: nk, blockSize: options.blockSize)
-        let firstBlock = BlockDealing.firstBlocks(blocks: partition.blocks, weights: (0..<ranks).map { all[$0 * stride + 2 * buckets] })
-        myBlocks = firstBlock[rank]..<firstBlock[rank + 1]
-        let partition = self.partition
-        func destination(ofBlock j: Int) -> Int { BlockDealing.owner(ofBlock: j, firstBlocks: firstBlock) }
-        qStart = partition.range(myBlocks.lowerBound, length: nq).lowerBound
-        let qEnd = myBlocks.isEmpty ? qStart : partition.range(myBlocks.upperBound - 1, length: nq).upperBound
-        kStart = partition.range(myBlocks.lowerBound, length: nk).lowerBound
-        let kEnd = myBlocks.isEmpty ? kStart : partition.range(myBlocks.upperBound - 1, length: nk).upperBound
-        /// Rows to send per rank: positions ascend, and so do their destinations.
-        func sendCounts(_ positions: [Int], length: Int) -> [Int] {
-            var counts = [Int](repeating: 0, count: ranks)
-            for p in positions { counts[destination(ofBlock: partition.block(containing: p, length: length))] += 1 }
-            return counts
+        let partition = self.partition, nq = self.nq, nk = self.nk
+        let quota = BlockDealing.firstBlocks(blocks: partition.blocks, weights: (0..<ranks).map { all[$0 * stride + 2 * buckets] })
+        // A query row that moves costs its d floats out and its (o[, lse]) back; a key row d + d_v.
+        width = piece.merge || returnsLogSumExp ? dv + 1 : dv
+        let owner: [Int]
+        switch placement {
+        case .contiguous:
+            owner = (0..<partition.blocks).map { BlockDealing.owner(ofBlock: $0, firstBlocks: quota) }
+        case .rowLocality:
+            /// Every rank's rows of each bucket, in sorted order: (rank, first position, count).
+            func runs(_ rankStart: [[Int]], offset: Int) -> [BlockDealing.RowRun] {
+                var runs: [BlockDealing.RowRun] = []
+                for b in 0..<buckets {
+                    for r in 0..<ranks where all[r * stride + offset + b] > 0 {
+                        runs.append(.init(rank: r, start: rankStart[r][b], count: Int(all[r * stride + offset + b])))
+                    }
+                }
+                return runs
+            }
+            var affinity = BlockAffinity(blocks: partition.blocks)
+            affinity.add(runs(queryLayout, offset: 0), partition: partition, length: nq, bytesPerRow: 4 * (d + width), queries: true)
+            affinity.add(runs(keyLayout, offset: buckets), partition: partition, length: nk, bytesPerRow: 4 * (d + dv), queries: false)
+            owner = BlockDealing.assign(quota: quota, affinity: affinity)
         }
-        /// The sorted positions in `range` that each rank holds, rank by rank, ascending: the
-        /// order in which their rows arrive; and how many come from each rank.
-        func arrivals(_ rankStart: [[Int]], offset: Int, range: Range<Int>) -> (positions: [Int], perRank: [Int]) {
-            var positions: [Int] = []
-            positions.reserveCapacity(range.count)
+        myBlocks = (0..<partition.blocks).filter { owner[$0] == rank }
+        /// Where each of this rank's blocks starts among its received rows of one side, and the
+        /// maximal runs of consecutive sorted positions they cover, with their first slot.
+        func slots(length: Int) -> (base: [Int], spans: [(positions: Range<Int>, slot: Int)]) {
+            var base: [Int] = [], spans: [(positions: Range<Int>, slot: Int)] = []
+            var slot = 0
+            for j in myBlocks {
+                let r = partition.range(j, length: length)
+                base.append(slot)
+                if let last = spans.last, last.positions.upperBound == r.lowerBound {
+                    spans[spans.count - 1].positions = last.positions.lowerBound..<r.upperBound
+                } else if !r.isEmpty {
+                    spans.append((r, slot))
+                }
+                slot += r.count
+            }
+            return (base, spans)
+        }
+        let querySlots = slots(length: nq), keySlots = slots(length: nk)
+        querySlotBase = querySlots.base
+        keySlotBase = keySlots.base
+        /// This rank's rows grouped by destination rank (a stable counting sort of their sorted
+        /// positions, which ascend): the send order, and how many go to each rank.
+        func sendOrder(_ positions: [Int], length: Int) -> (order: [Int], counts: [Int]) {
+            let destination = positions.map { owner[partition.block(containing: $0, length: length)] }
+            var counts = [Int](repeating: 0, count: ranks)
+            for r in destination { counts[r] += 1 }
+            var next = [Int](repeating: 0, count: ranks)
+            for r in 1..<max(ranks, 1) { next[r] = next[r - 1] + counts[r - 1] }
+            var order = [Int](repeating: 0, count: positions.count)
+            for (k, r) in destination.enumerated() {
+                order[next[r]] = k
+                next[r] += 1
+            }
+            return (order, counts)
+        }
+        /// The rows each rank sends here, rank by rank, each rank's in ascending sorted position
+        /// (the order in which they arrive), as slots among this rank's blocks' rows; and how
+        /// many come from each rank.
+        func arrivals(_ rankStart: [[Int]], offset: Int, spans: [(positions: Range<Int>, slot: Int)]) -> (slots: [Int], perRank: [Int]) {
+            var slots: [Int] = []
             var perRank = [Int](repeating: 0, count: ranks)
+            guard !spans.isEmpty else { return (slots, perRank) }
             for r in 0..<ranks {
                 for b in 0..<buckets {
-                    let first = rankStart[r][b], count = Int(all[r * stride + offset + b])
-                    let lo = max(first, range.lowerBound), hi = min(first + count, range.upperBound)
-                    if lo < hi {
-                        positions += lo..<hi
-                        perRank[r] += hi - lo
+                    let first = rankStart[r][b], end = first + Int(all[r * stride + offset + b])
+                    guard end > first else { continue }
+                    // The first span ending after `first`.
+                    var lo = 0, hi = spans.count
+                    while lo < hi {
+                        let mid = (lo + hi) / 2
+                        if spans[mid].positions.upperBound <= first { lo = mid + 1 } else { hi = mid }
+                    }
+                    var k = lo
+                    while k < spans.count, spans[k].positions.lowerBound < end {
+                        let span = spans[k]
+                        let a = max(first, span.positions.lowerBound), z = min(end, span.positions.upperBound)
+                        if a < z {
+                            slots += (span.slot + a - span.positions.lowerBound)..<(span.slot + z - span.positions.lowerBound)
+                            perRank[r] += z - a
+                        }
+                        k += 1
                     }
                 }
             }
-            return (positions, perRank)
+            return (slots, perRank)
         }
 
-        // Q rows (d floats each) and K|V rows (d + d_v floats each), in ascending sorted
-        // position, through buffers reused by every rectangle of the call (fresh pages would be
-        // zeroed by the kernel on first touch, every time).
+        // Q rows (d floats each) and K|V rows (d + d_v floats each), grouped by destination, through
+        // buffers reused by every rectangle of the call (fresh pages would be zeroed by the kernel
+        // on first touch, every time).
+        let sentQ = sendOrder(mineQ.positions, length: nq), sentK = sendOrder(mineK.positions, length: nk)
+        queryOrder = sentQ.order.map { mineQ.order[$0] }
         let sendQ = scratch.buffer(.sendQ, set: bufferSet, count: myQ.count * d)
-        for (k, i) in mineQ.order.enumerated() {
+        for (k, i) in queryOrder.enumerated() {
             copyRow(from: ex.queryRow(h, myQ.lowerBound + i), to: sendQ.baseAddress! + k * d, count: d)
         }
         let sendKV = scratch.buffer(.sendKV, set: bufferSet, count: myK.count * (d + dv))
-        for (k, i) in mineK.order.enumerated() {
+        for (k, s) in sentK.order.enumerated() {
+            let i = mineK.order[s]
             let row = sendKV.baseAddress! + k * (d + dv)
             copyRow(from: ex.keyRow(h, myK.lowerBound + i), to: row, count: d)
             copyRow(from: ex.valueRow(h, myK.lowerBound + i), to: row + d, count: dv)
         }
         // Where the received rows go: every rank knows every rank's positions from the counts.
         let keyReceiveCounts: [Int]
-        (arrivingQ, queryReceiveCounts) = arrivals(queryLayout, offset: 0, range: qStart..<qEnd)
-        (arrivingK, keyReceiveCounts) = arrivals(keyLayout, offset: buckets, range: kStart..<kEnd)
-        querySendCounts = sendCounts(mineQ.positions, length: nq)
-        let keySendCounts = sendCounts(mineK.positions, length: nk)
+        (arrivingQ, queryReceiveCounts) = arrivals(queryLayout, offset: 0, spans: querySlots.spans)
+        (arrivingK, keyReceiveCounts) = arrivals(keyLayout, offset: buckets, spans: keySlots.spans)
+        querySendCounts = sentQ.counts
+        let keySendCounts = sentK.counts
         receivedQ = scratch.buffer(.receivedQ, set: bufferSet, count: arrivingQ.count * d)
         receivedKV = scratch.buffer(.receivedKV, set: bufferSet, count: arrivingK.count * (d + dv))
         exchangeRequests = [
@@ -317,28 +386,26 @@ final class DistributedRectangle {
         }
         report.sampleGatherSeconds += MPIEnvironment.wallTime - t
 
-        // Where the row of each sorted position (qStart..<qEnd, kStart..<kEnd) arrived: the
+        // Where the row of each slot (this rank's blocks' rows in sorted order) arrived: the
         // kernel reads rows there, so they are not copied again into sorted order.
         t = MPIEnvironment.wallTime
-        func arrivalIndex(_ arriving: [Int], first: Int) -> [Int32] {
+        func arrivalIndex(_ arriving: [Int]) -> [Int32] {
             var index = [Int32](repeating: 0, count: arriving.count)
-            for (i, p) in arriving.enumerated() { index[p - first] = Int32(i) }
+            for (i, slot) in arriving.enumerated() { index[slot] = Int32(i) }
             return index
         }
-        let queryArrival = arrivalIndex(arrivingQ, first: qStart)
-        let keyArrival = arrivalIndex(arrivingK, first: kStart)
+        let queryArrival = arrivalIndex(arrivingQ)
+        let keyArrival = arrivalIndex(arrivingK)
 
         // The block kernel on this rank's blocks (in parallel over blocks), reading the rows
         // where they arrived and writing each query's (o[, lse]) where its row arrived: the
         // order in which results go back. A piece that does not merge sends o alone unless the
         // caller asked for the lse.
-        let withLse = piece.merge || returnsLogSumExp
-        width = withLse ? dv + 1 : dv
-        let width = self.width, nq = self.nq, nk = self.nk
-        let qStart = self.qStart, kStart = self.kStart, partition = self.partition
+        let width = self.width, nq = self.nq, nk = self.nk, withLse = width == dv + 1
+        let querySlotBase = self.querySlotBase, keySlotBase = self.keySlotBase, partition = self.partition
         let controlVariate = self.controlVariate, nodeValueSum = self.nodeValueSum
         let back = scratch.buffer(.back, set: bufferSet, count: arrivingQ.count * width)
-        let blockList = Array(myBlocks)
+        let blockList = myBlocks
         let pairCounter = PairCounter(count: blockList.count)
         let ex = executor
         let scaleLog2 = ex.scaleLog2
@@ -354,9 +421,10 @@ final class DistributedRectangle {
                 let j = blockList[b]
                 let ws = ex.workspaces[worker]
                 let qr = partition.range(j, length: nq), kr = partition.range(j, length: nk)
+                let qSlot = querySlotBase[b], kSlot = keySlotBase[b]
                 ws.reserveGather(rows: max(kr.count, samples.positions.count))
-                for (t, p) in kr.enumerated() {
-                    let row = ptrs.kv + Int(keyArrival[p - kStart]) * (d + dv)
+                for t in 0..<kr.count {
+                    let row = ptrs.kv + Int(keyArrival[kSlot + t]) * (d + dv)
                     ws.gather(slot: t, key: row, value: row + d)
                 }
                 let unmasked = ws.setSampleBias(samples, blockKeys: kr)
@@ -366,9 +434,9 @@ final class DistributedRectangle {
                 ws.runBlock(
                     queryCount: qr.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: kr.count, samples: sampleRows,
                     scaleLog2: scaleLog2, outsideCount: controlVariate ? nk - kr.count : nil,
-                    queryRow: { ptrs.q + Int(queryArrival[qr.lowerBound - qStart + $0]) * d },
+                    queryRow: { ptrs.q + Int(queryArrival[qSlot + $0]) * d },
                     emit: { i, o, l in
-                        let dst = ptrs.back + Int(queryArrival[qr.lowerBound - qStart + i]) * width
+                        let dst = ptrs.back + Int(queryArrival[qSlot + i]) * width
                         dst.update(from: o, count: dv)
                         if withLse { dst[dv] = l }
                     })
@@ -395,6 +463,7 @@ final class DistributedRectangle {
         report.bytesReceived += 4 * returned.count
         arrivingQ = []
         arrivingK = []
+        myBlocks = []
         report.returnSeconds += MPIEnvironment.wallTime - t
     }
 
@@ -507,6 +576,41 @@ enum BlockDealing {
         return first
     }
 
+    /// One rank's rows of one bucket on one side of a rectangle: sorted positions
+    /// `start ..< start + count`.
+    struct RowRun: Equatable {
+        var rank: Int
+        var start: Int
+        var count: Int
+    }
+
+    /// Which rank computes each block (`.rowLocality`): every rank gets exactly the number of
+    /// blocks `quota` (`firstBlocks`) gives it, and blocks go preferably to a rank that holds
+    /// rows of them, most bytes saved first. Candidates (block, rank, bytes that rank holds of
+    /// the block) are taken in descending bytes — on a tie query rows first (a computed query's
+    /// result stays home too), then lower block, then lower rank — each while its block is
+    /// unplaced and its rank has quota left; blocks left over fill the remaining quotas in block
+    /// order, lowest rank first. A pure function of integers every rank has, so all agree.
+    static func assign(quota first: [Int], affinity: BlockAffinity) -> [Int] {
+        let ranks = first.count - 1
+        var left = (0..<ranks).map { first[$0 + 1] - first[$0] }
+        let candidates = affinity.candidates.sorted {
+            ($0.bytes, $0.queries ? 1 : 0, -$0.block, -$0.rank) > ($1.bytes, $1.queries ? 1 : 0, -$1.block, -$1.rank)
+        }
+        var owner = [Int](repeating: -1, count: affinity.blocks)
+        for c in candidates where owner[c.block] < 0 && left[c.rank] > 0 {
+            owner[c.block] = c.rank
+            left[c.rank] -= 1
+        }
+        var r = 0
+        for j in 0..<affinity.blocks where owner[j] < 0 {
+            while left[r] == 0 { r += 1 }
+            owner[j] = r
+            left[r] -= 1
+        }
+        return owner
+    }
+
     /// The rank whose run contains block `j`.
     static func owner(ofBlock j: Int, firstBlocks first: [Int]) -> Int {
         // The last rank whose first block is ≤ j (ranks with empty runs before it are skipped).
@@ -516,5 +620,50 @@ enum BlockDealing {
             if first[mid] <= j { lo = mid } else { hi = mid - 1 }
         }
         return lo
+    }
+}
+
+
+/// How many bytes of each block each rank already holds (rows it would not have to send, and for
+/// query rows, results it would not get back), per side.
+struct BlockAffinity {
+    struct Candidate: Equatable {
+        var block: Int
+        var rank: Int
+        var bytes: Int
+        /// Query rows (else key rows); a block can have one candidate of each side per rank.
+        var queries: Bool
+    }
+    let blocks: Int
+    private(set) var candidates: [Candidate] = []
+
+    init(blocks: Int) { self.blocks = blocks }
+
+    /// Adds one side's runs (in ascending position) to the blocks of `partition` over a side of
+    /// `length` rows.
+    mutating func add(_ runs: [BlockDealing.RowRun], partition: BlockPartition, length: Int, bytesPerRow: Int, queries: Bool) {
+        guard length > 0 else { return }
+        let first = candidates.count
+        for run in runs where run.count > 0 {
+            var p = run.start
+            let end = run.start + run.count
+            var j = partition.block(containing: p, length: length)
+            while p < end {
+                let hi = min(end, partition.range(j, length: length).upperBound)
+                if hi > p {
+                    // A rank's runs of one block (several buckets in one block) are merged. Runs
+                    // come in position order, so this side's candidates of block j are the last ones.
+                    var k = candidates.count - 1
+                    while k >= first, candidates[k].block == j, candidates[k].rank != run.rank { k -= 1 }
+                    if k >= first, candidates[k].block == j {
+                        candidates[k].bytes += (hi - p) * bytesPerRow
+                    } else {
+                        candidates.append(Candidate(block: j, rank: run.rank, bytes: (hi - p) * bytesPerRow, queries: queries))
+                    }
+                    p = hi
+                }
+                j += 1
+            }
+        }
     }
 }

@@ -71,6 +71,9 @@ struct Bench: ParsableCommand {
     @Option(help: ArgumentHelp("Under MPI, how HyperAttention blocks are dealt to ranks: speed (in proportion to each rank's measured kernel speed) or work (equal FLOPs).", valueName: "speed|work"))
     var balance: BlockBalancing = .measuredSpeed
 
+    @Option(help: ArgumentHelp("Under MPI, which HyperAttention blocks each rank computes: local (preferably those whose rows it already holds, so fewer rows travel) or contiguous (runs in sorted order, rank 0 first; for comparison).", valueName: "local|contiguous"))
+    var placement: BlockPlacement = .rowLocality
+
     @Option(help: ArgumentHelp("Under MPI, whether HyperAttention rectangles are pipelined (one rectangle's rows travel while another computes) or run one after another, every collective completed before the next step (for comparison).", valueName: "yes|no"))
     var pipeline: YesNo = .yes
 
@@ -124,6 +127,7 @@ struct Bench: ParsableCommand {
     private var singleProcessSettings: BenchSettings {
         var single = settings
         single.balance = nil
+        single.placement = nil
         single.pipeline = nil
         single.speedHistoryDecay = nil
         return single
@@ -136,7 +140,7 @@ struct Bench: ParsableCommand {
             blockSize: algorithm.blockSize, samples: algorithm.samples, lshBits: algorithm.lshBits,
             minSeqLen: algorithm.minSeqLen, estimator: estimatorName(algorithm.estimator),
             scale: algorithm.scale.map(Double.init), repeats: repeats, errorRows: errorRows, balance: balance.rawValue,
-            pipeline: pipeline == .yes, speedHistoryDecay: speedHistoryDecay)
+            placement: placement.rawValue, pipeline: pipeline == .yes, speedHistoryDecay: speedHistoryDecay)
     }
 
     private func runSingleProcess() throws {
@@ -277,7 +281,7 @@ extension Bench {
                         try checkedOptions(options, shape)
                         return mode == .ring
                             ? try RingAttention(communicator: world, shape: shape, options: options)
-                            : try DistributedAttention(communicator: world, shape: shape, options: options, balancing: balance, pipelined: pipeline == .yes, speedHistoryDecay: speedHistoryDecay)
+                            : try DistributedAttention(communicator: world, shape: shape, options: options, balancing: balance, placement: placement, pipelined: pipeline == .yes, speedHistoryDecay: speedHistoryDecay)
                     }
                     let chunks = dist.localQueryChunks
                     if problem?.chunks != chunks {
@@ -437,6 +441,8 @@ struct BenchSettings: Codable {
     var repeats, errorRows: Int
     /// Under MPI: how HyperAttention blocks were dealt to ranks (`speed` or `work`).
     var balance: String? = nil
+    /// Under MPI: which blocks each rank computed (`local` or `contiguous`).
+    var placement: String? = nil
     /// Under MPI: whether rectangles were pipelined.
     var pipeline: Bool? = nil
     /// Under MPI: the speed history's decay of `--balance speed`.
@@ -566,6 +572,7 @@ struct BenchReport: Codable {
 }
 
 extension BlockBalancing: ExpressibleByArgument {}
+extension BlockPlacement: ExpressibleByArgument {}
 
 /// A yes/no option value.
 enum YesNo: String, ExpressibleByArgument, CaseIterable {

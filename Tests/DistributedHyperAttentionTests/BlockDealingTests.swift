@@ -42,6 +42,63 @@ struct BlockDealingTests {
         }
     }
 
+    @Test("affinity: bytes each rank holds of each block, a rank's runs within one block merged")
+    func affinity() {
+        // 4 blocks of 10 rows over a side of 40; runs in position order (two buckets).
+        let partition = BlockPartition(keyCount: 40, blockSize: 10)
+        let runs: [BlockDealing.RowRun] = [
+            .init(rank: 0, start: 0, count: 12),  // block 0, 2 rows of block 1
+            .init(rank: 1, start: 12, count: 5),  // block 1
+            .init(rank: 0, start: 17, count: 3),  // block 1 again (next bucket): merged with rank 0's 2
+            .init(rank: 1, start: 20, count: 20),  // blocks 2 and 3
+        ]
+        var a = BlockAffinity(blocks: 4)
+        a.add(runs, partition: partition, length: 40, bytesPerRow: 3, queries: true)
+        let got = a.candidates.map { [$0.block, $0.rank, $0.bytes] }
+        #expect(got == [[0, 0, 30], [1, 0, 15], [1, 1, 15], [2, 1, 30], [3, 1, 30]])
+        #expect(a.candidates.allSatisfy(\.queries))
+    }
+
+    @Test("row-locality placement: every rank gets its quota; blocks go where most of their bytes are")
+    func locality() {
+        // 3 ranks, 6 blocks, 2 each. Rank 2 holds most of blocks 0–3, rank 0 of blocks 4 and 5.
+        var a = BlockAffinity(blocks: 6)
+        let partition = BlockPartition(keyCount: 60, blockSize: 10)
+        a.add([.init(rank: 2, start: 0, count: 38), .init(rank: 1, start: 38, count: 2), .init(rank: 0, start: 40, count: 20)],
+              partition: partition, length: 60, bytesPerRow: 1, queries: true)
+        let owner = BlockDealing.assign(quota: [0, 2, 4, 6], affinity: a)
+        // Rank 2 takes blocks 0 and 1 (its first full ones), rank 0 blocks 4 and 5; rank 1 holds
+        // only 2 rows of block 3 and gets it, and then block 2 (left over, lowest rank with quota).
+        #expect(owner == [2, 2, 1, 1, 0, 0])
+        // On equal bytes, query rows win over key rows.
+        var tie = BlockAffinity(blocks: 2)
+        let two = BlockPartition(keyCount: 20, blockSize: 10)
+        tie.add([.init(rank: 0, start: 0, count: 20)], partition: two, length: 20, bytesPerRow: 5, queries: false)
+        tie.add([.init(rank: 1, start: 0, count: 20)], partition: two, length: 20, bytesPerRow: 5, queries: true)
+        #expect(BlockDealing.assign(quota: [0, 1, 2], affinity: tie) == [1, 0])
+        // Random affinities: quotas always met exactly, every block placed once.
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<50 {
+            let ranks = Int.random(in: 1...9, using: &rng), blocks = Int.random(in: 0...40, using: &rng)
+            var r = BlockAffinity(blocks: blocks)
+            let length = max(blocks * 7, 1)
+            let p = BlockPartition(keyCount: length, blockSize: 7)
+            var runs: [BlockDealing.RowRun] = [], start = 0
+            while start < length {
+                let count = min(Int.random(in: 1...20, using: &rng), length - start)
+                runs.append(.init(rank: Int.random(in: 0..<ranks, using: &rng), start: start, count: count))
+                start += count
+            }
+            if blocks > 0 { r.add(runs, partition: p, length: length, bytesPerRow: 2, queries: Bool.random(using: &rng)) }
+            let quota = BlockDealing.firstBlocks(blocks: blocks, weights: Array(repeating: 1, count: ranks))
+            let owner = BlockDealing.assign(quota: quota, affinity: r)
+            #expect(owner.count == blocks && owner.allSatisfy { (0..<ranks).contains($0) })
+            for rank in 0..<ranks {
+                #expect(owner.filter { $0 == rank }.count == quota[rank + 1] - quota[rank])
+            }
+        }
+    }
+
     @Test("speed weight: 1 before a measurement or for equal work; pairs per second after; decay forgets")
     func speedWeight() {
         let all = ExchangeScratch(speedHistoryDecay: 1)
