@@ -90,7 +90,7 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         value16 = try DeviceBuffer(device: d, byteCount: kCount * shape.valueDim * 2)
         output = try DeviceBuffer(device: d, byteCount: qCount * shape.valueDim * 4)
         logSumExp = try DeviceBuffer(device: d, byteCount: qCount * 4)
-        plan = HostPlan(levels: HostLevel.levels(shape: shape, options: options))
+        plan = HostPlan(shape: shape, options: options)
         tables = try DeviceLevel(device: d, host: plan.tables, valueDim: shape.valueDim)
     }
 
@@ -146,7 +146,8 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         let s = shape, dim = s.headDim
         let p16 = precision == .bfloat16 ? "bf16" : "f16"
         let hashKind = queryHash != nil ? "f32" : p16
-        let hash = try kernels.function("hash_count_\(hashKind)_d\(dim)")
+        let hash = try kernels.function("hash_rows_\(hashKind)_d\(dim)")
+        let count = try kernels.function("count_buckets")
         let scan = try kernels.function("scan_counts")
         let scatter = try kernels.function("scatter_order")
         let blockSums = try kernels.function("cv_block_sums_\(p16)")
@@ -157,16 +158,22 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         let scaleLog2 = options.effectiveScale(headDim: dim) * 1.442_695_040_888_963_4
         let hq = (queryHash ?? query16).pointer, hk = (keyHash ?? key16).pointer
         let host = plan.tables, dev = tables
-        // Hash, sort and control variate of every level: one launch each.
+        // Hash (each row once per query head, for every level), sort and control variate of
+        // every level: one launch each.
         if host.segmentCount > 0 {
             try stream.memset(dev.counts!.pointer, 0, bytes: dev.counts!.byteCount)
-            let warpsGrid = ((host.chunkCount + 3) / 4, 1, 1)
-            try stream.launch(hash, grid: warpsGrid, block: (128, 1, 1), arguments: [
-                .pointer(hq), .pointer(hk), .int(s.queryCount), .int(s.keyCount), .pointer(dev.segments!.pointer),
-                .pointer(dev.chunks!.pointer), .int(host.chunkCount), .pointer(dev.directions!.pointer),
-                .int(options.lshBits), .pointer(dev.buckets!.pointer), .pointer(dev.counts!.pointer),
+            try stream.launch(hash, grid: ((host.hashChunkCount + 3) / 4, 1, 1), block: (128, 1, 1), arguments: [
+                .pointer(hq), .pointer(hk), .int(s.queryCount), .int(s.keyCount), .pointer(dev.hashSegments!.pointer),
+                .pointer(dev.hashChunks!.pointer), .int(host.hashChunkCount), .pointer(dev.directions!.pointer),
+                .int(options.lshBits), .pointer(dev.buckets!.pointer),
             ])
             try mark?("hash")
+            let warpsGrid = ((host.chunkCount + 3) / 4, 1, 1)
+            try stream.launch(count, grid: warpsGrid, block: (128, 1, 1), arguments: [
+                .pointer(dev.segments!.pointer), .pointer(dev.chunks!.pointer), .int(host.chunkCount),
+                .pointer(dev.buckets!.pointer), .pointer(dev.counts!.pointer),
+            ])
+            try mark?("count")
             try stream.launch(scan, grid: (host.segmentCount, 1, 1), block: (1024, 1, 1), arguments: [
                 .pointer(dev.counts!.pointer), .pointer(dev.segments!.pointer), .int(options.lshBits),
             ])
@@ -293,7 +300,7 @@ public final class CUDAAttentionSession: @unchecked Sendable {
 
 /// Device tables of one level (see `HostLevel`) and its scratch arrays.
 final class DeviceLevel {
-    let segments, chunks, directions: DeviceBuffer?
+    let segments, chunks, hashSegments, hashChunks, directions: DeviceBuffer?
     let buckets, order, counts: DeviceBuffer?
     let tiles: DeviceBuffer
     let samplePositions, sampleLog2Weights, sampleWeights: DeviceBuffer?
@@ -305,9 +312,12 @@ final class DeviceLevel {
         }
         segments = try table(host.segments)
         chunks = try table(host.chunks)
+        hashSegments = try table(host.hashSegments)
+        hashChunks = try table(host.hashChunks)
         directions = try table(host.directions)
         let hashed = host.orderLength > 0
-        buckets = hashed ? try DeviceBuffer(device: d, byteCount: host.orderLength * 2) : nil
+        // One bucket per row and query head (`HostLevel.bucketOffset`), written once per call.
+        buckets = hashed ? try DeviceBuffer(device: d, byteCount: host.bucketLength * 2) : nil
         order = hashed ? try DeviceBuffer(device: d, byteCount: host.orderLength * 4) : nil
         counts = hashed ? try DeviceBuffer(device: d, byteCount: host.countLength * 4) : nil
         tiles = try DeviceBuffer(device: d, copying: host.tiles)

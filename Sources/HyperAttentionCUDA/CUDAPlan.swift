@@ -4,20 +4,43 @@ import HyperAttention
 /// integer tables for the kernels. Built from `AttentionPlan.levels(head:)`, so the GPU runs the
 /// CPU path's pieces, in the CPU path's level order, with the CPU path's hash directions
 /// (`SortLSH`) and samples (`SampleSet`) from the same `CounterRandom` keys.
+///
+/// Buckets: the hyperplanes depend only on the query head (`SortLSH(bits:headDim:seed:head:)`),
+/// so a row's bucket is the same at every level. Each row is hashed once per call into a per-row
+/// bucket array (`HostPlan`'s hash segments) laid out by query head, independent of the level:
+/// Q rows of query head h at `h·n_q + row`, then K rows seen by query head h (its kv head's rows,
+/// hashed with h's directions) at `b·h_q·n_q + h·n_k + row`. A sort segment reads its rows'
+/// buckets from there (`bucketOffset(…)`).
 struct HostLevel {
     static let segmentFields = 9
+    static let hashSegmentFields = 7
     static let tileFields = 16
     static let tileRows = 128
+    /// Rows per warp of the hash kernel.
+    static let hashRowsPerChunk = 1024
     static let flagMerge: Int32 = 1
     static let flagControlVariate: Int32 = 2
 
-    /// Hash/sort segments (the Q rows and the K rows of each HyperAttention piece).
+    /// Sort segments (the Q rows and the K rows of each HyperAttention piece): tensor, stored
+    /// head, first row, length, offset of the first row's bucket in the bucket array, offset in
+    /// the order array, offset of the counts, chunks, rows per chunk.
     var segments: [Int32] = []
-    /// (segment, chunk) of each warp of the hash and scatter kernels.
+    /// (segment, chunk) of each warp of the count and scatter kernels.
     var chunks: [Int32] = []
-    var directions: [Float] = []
     var orderLength = 0
     var countLength = 0
+    /// Rows to hash, per (tensor, query head): the union of the level's sort segments' rows.
+    var hashRanges: [(tensor: Int, queryHead: Int, storedHead: Int, rows: Range<Int>)] = []
+    /// Hash segments (filled by `HostPlan` only, for the whole call): tensor, stored head, first
+    /// row, length, offset of the query head's directions, offset of the first row's bucket, rows
+    /// per chunk. Every row of every sort segment lies in exactly one hash segment.
+    var hashSegments: [Int32] = []
+    /// (hash segment, chunk) of each warp of the hash kernel.
+    var hashChunks: [Int32] = []
+    /// The hyperplanes of each query head that hashes, `bits × headDim` each.
+    var directions: [Float] = []
+    /// Length of the per-row bucket array (u16): b·h_q·(n_q + n_k) when anything hashes.
+    var bucketLength = 0
     /// Tile descriptors of the attention kernel, heaviest first.
     var tiles: [Int32] = []
     var samplePositions: [Int32] = []
@@ -31,6 +54,15 @@ struct HostLevel {
 
     var segmentCount: Int { segments.count / HostLevel.segmentFields }
     var chunkCount: Int { chunks.count / 2 }
+    var hashSegmentCount: Int { hashSegments.count / HostLevel.hashSegmentFields }
+    var hashChunkCount: Int { hashChunks.count / 2 }
+
+    /// Offset in the per-row bucket array of row `row` of tensor `tensor` (0 = Q, 1 = K) as hashed
+    /// with the directions of query head `queryHead` (global index b·h_q + h).
+    static func bucketOffset(tensor: Int, queryHead: Int, row: Int, shape: AttentionShape) -> Int {
+        tensor == 0 ? queryHead * shape.queryCount + row
+            : shape.batch * shape.queryHeads * shape.queryCount + queryHead * shape.keyCount + row
+    }
     var tileCount: Int { tiles.count / HostLevel.tileFields }
     var controlBlockCount: Int { controlBlocks.count / 7 }
     var controlPieceCount: Int { controlPieces.count / 7 }
@@ -52,7 +84,7 @@ struct HostLevel {
 
     init(pieces: [Piece], shape: AttentionShape, options: AttentionOptions) {
         let buckets = 1 << options.lshBits
-        // Rows per hash/scatter chunk: the counts table is buckets × chunks per segment.
+        // Rows per count/scatter chunk: the counts table is buckets × chunks per segment.
         let rowsPerChunk = max(1024, buckets * 8)
         var tileList: [(cost: Int, fields: [Int32])] = []
         func kvHead(_ h: Int) -> Int { (h / shape.queryHeads) * shape.keyHeads + (h % shape.queryHeads) / shape.groupSize }
@@ -80,17 +112,17 @@ struct HostLevel {
                 continue
             }
             let node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
-            let lsh = SortLSH(bits: options.lshBits, headDim: shape.headDim, seed: options.seed, head: piece.head)
-            let directionOffset = directions.count
-            directions += lsh.directions
             var orderOffsets: [Int] = []
+            // K rows are hashed with the query head's directions (GQA: per query head).
             for (tensor, head, rows) in [(0, piece.head, piece.queries), (1, kv, piece.keys)] {
                 let chunkCount = (rows.count + rowsPerChunk - 1) / rowsPerChunk
                 for c in 0..<chunkCount { chunks += [Int32(segmentCount), Int32(c)] }
+                let bucketOffset = HostLevel.bucketOffset(tensor: tensor, queryHead: piece.head, row: rows.lowerBound, shape: shape)
                 segments += [
-                    Int32(tensor), Int32(head), Int32(rows.lowerBound), Int32(rows.count), Int32(directionOffset),
+                    Int32(tensor), Int32(head), Int32(rows.lowerBound), Int32(rows.count), Int32(bucketOffset),
                     Int32(orderLength), Int32(countLength), Int32(chunkCount), Int32(rowsPerChunk),
                 ]
+                if !rows.isEmpty { hashRanges.append((tensor: tensor, queryHead: piece.head, storedHead: head, rows: rows)) }
                 orderOffsets.append(orderLength)
                 orderLength += rows.count
                 countLength += buckets * chunkCount
@@ -135,27 +167,32 @@ struct HostLevel {
 /// stay grouped by level: levels run one after another, as on the CPU, because a later level
 /// lse-merges into the rows an earlier one wrote.
 struct HostPlan {
-    /// The levels' tables concatenated, each level's offsets (directions, sorted orders, counts,
-    /// samples, control-variate rows) shifted past the levels before it.
+    /// The levels' tables concatenated, each level's offsets (sorted orders, counts, samples,
+    /// control-variate rows) shifted past the levels before it; bucket offsets need no shift (the
+    /// bucket array's layout does not depend on the level). Plus the call's hash segments: each
+    /// (tensor, query head) row that some level sorts is hashed once.
     var tables = HostLevel()
     /// Each level's tiles in `tables.tiles` (first tile, count) and whether it has
     /// HyperAttention pieces; in execution order.
     var levels: [(firstTile: Int, tileCount: Int, hyper: Bool)] = []
 
-    init(levels parts: [HostLevel]) {
+    init(shape: AttentionShape, options: AttentionOptions) {
+        self.init(levels: HostLevel.levels(shape: shape, options: options), shape: shape, options: options)
+    }
+
+    init(levels parts: [HostLevel], shape: AttentionShape, options: AttentionOptions) {
         var t = HostLevel()
         for p in parts {
-            let seg0 = Int32(t.segmentCount), dir0 = Int32(t.directions.count), ord0 = Int32(t.orderLength)
+            let seg0 = Int32(t.segmentCount), ord0 = Int32(t.orderLength)
             let cnt0 = Int32(t.countLength), smp0 = Int32(t.samplePositions.count), blk0 = Int32(t.controlBlockCount)
             for i in 0..<p.segmentCount {
                 var f = Array(p.segments[i * HostLevel.segmentFields..<(i + 1) * HostLevel.segmentFields])
-                f[4] += dir0
                 f[5] += ord0
                 f[6] += cnt0
                 t.segments += f
             }
             for i in 0..<p.chunkCount { t.chunks += [p.chunks[2 * i] + seg0, p.chunks[2 * i + 1]] }
-            t.directions += p.directions
+            t.hashRanges += p.hashRanges
             levels.append((firstTile: t.tileCount, tileCount: p.tileCount, hyper: p.segmentCount > 0))
             for i in 0..<p.tileCount {
                 var f = Array(p.tiles[i * HostLevel.tileFields..<(i + 1) * HostLevel.tileFields])
@@ -186,6 +223,39 @@ struct HostPlan {
             t.orderLength += p.orderLength
             t.countLength += p.countLength
             t.evaluatedPairs += p.evaluatedPairs
+        }
+        // Hash segments: per (query head, tensor), the union of the rows that some level sorts,
+        // as disjoint ranges (overlapping or adjacent ranges merged), each hashed with the query
+        // head's directions into the bucket array at `HostLevel.bucketOffset`.
+        var ranges: [Int: [(storedHead: Int, rows: Range<Int>)]] = [:]
+        for r in t.hashRanges { ranges[2 * r.queryHead + r.tensor, default: []].append((r.storedHead, r.rows)) }
+        if !ranges.isEmpty { t.bucketLength = shape.batch * shape.queryHeads * (shape.queryCount + shape.keyCount) }
+        var directionOffset: [Int: Int] = [:]
+        for key in ranges.keys.sorted() {
+            let queryHead = key / 2, tensor = key % 2
+            if directionOffset[queryHead] == nil {
+                directionOffset[queryHead] = t.directions.count
+                t.directions += SortLSH(bits: options.lshBits, headDim: shape.headDim, seed: options.seed, head: queryHead).directions
+            }
+            let list = ranges[key]!.sorted { $0.rows.lowerBound < $1.rows.lowerBound }
+            var merged: [Range<Int>] = []
+            for (storedHead, rows) in list {
+                precondition(storedHead == list[0].storedHead, "one stored head per (query head, tensor)")
+                if let last = merged.last, rows.lowerBound <= last.upperBound {
+                    merged[merged.count - 1] = last.lowerBound..<max(last.upperBound, rows.upperBound)
+                } else {
+                    merged.append(rows)
+                }
+            }
+            for rows in merged {
+                let chunkCount = (rows.count + HostLevel.hashRowsPerChunk - 1) / HostLevel.hashRowsPerChunk
+                for c in 0..<chunkCount { t.hashChunks += [Int32(t.hashSegmentCount), Int32(c)] }
+                t.hashSegments += [
+                    Int32(tensor), Int32(list[0].storedHead), Int32(rows.lowerBound), Int32(rows.count), Int32(directionOffset[queryHead]!),
+                    Int32(HostLevel.bucketOffset(tensor: tensor, queryHead: queryHead, row: rows.lowerBound, shape: shape)),
+                    Int32(HostLevel.hashRowsPerChunk),
+                ]
+            }
         }
         tables = t
     }

@@ -5,10 +5,12 @@
 ///
 /// Kernels (all `extern "C"`):
 /// - `convert_f32_{bf16,f16}`: fp32 → 16-bit inputs.
-/// - `hash_count_{f32,bf16,f16}_d{64,128}`: sortLSH bucket of each row of a list of segments
-///   (the Q and K rows of each HyperAttention piece, all levels in one launch), the dot products
-///   summed in the CPU path's order (16 fused lanes, then a tree) with the directions in shared
-///   memory and 16-byte row loads, and the per-chunk bucket histogram.
+/// - `hash_rows_{f32,bf16,f16}_d{64,128}`: sortLSH bucket of each row of a list of hash segments
+///   (every Q and K row that some level sorts, once per query head, whatever the number of
+///   levels) into a per-row bucket array, the dot products summed in the CPU path's order (16
+///   fused lanes, then a tree) with the directions in shared memory and 16-byte row loads.
+/// - `count_buckets`: per sort segment (the Q and K rows of each HyperAttention piece, all
+///   levels in one launch), the per-chunk bucket histogram read from the bucket array.
 /// - `scan_counts`: per segment, exclusive scan of the (bucket, chunk) counts.
 /// - `scatter_order`: the stable scatter of the counting sort (rank within a warp by
 ///   `__match_any_sync`, running offsets in shared memory), giving sorted position → row, as the
@@ -82,72 +84,78 @@ extern "C" __global__ void fill_normal_16(u16* out, long long n, unsigned long l
 }
 
 // ---- sortLSH: hashing and the stable counting sort ----
-// Segment fields (ints): which tensor (0 = Q, 1 = K), head (global index in that tensor), first
-// stored row, length, offset of the directions (floats), offset in the bucket/order arrays,
-// offset of the counts, chunks, rows per chunk.
+// The hyperplanes depend only on the query head, so each row is hashed once per call
+// (`hash_rows_*`, over hash segments) into a per-row bucket array; every level's sort segments
+// then read their rows' buckets from it (`count_buckets`, `scatter_order`).
+//
+// Sort segment fields (ints): which tensor (0 = Q, 1 = K), head (global index in that tensor),
+// first stored row, length, offset of the first row's bucket in the bucket array, offset in the
+// order array, offset of the counts, chunks, rows per chunk.
 #define SEG_TENSOR 0
 #define SEG_HEAD 1
 #define SEG_FIRST 2
 #define SEG_LEN 3
-#define SEG_DIR 4
+#define SEG_BKT 4
 #define SEG_ORD 5
 #define SEG_CNT 6
 #define SEG_CHUNKS 7
 #define SEG_RPC 8
 #define SEG_FIELDS 9
+// Hash segment fields (ints): tensor, head (global index in that tensor), first stored row,
+// length, offset of the query head's directions (floats), offset of the first row's bucket, rows
+// per chunk.
+#define HSEG_TENSOR 0
+#define HSEG_HEAD 1
+#define HSEG_FIRST 2
+#define HSEG_LEN 3
+#define HSEG_DIR 4
+#define HSEG_BKT 5
+#define HSEG_RPC 6
+#define HSEG_FIELDS 7
 
-// A row of D elements into registers with 16-byte loads (rows are 16-byte aligned).
-template <int KIND, int D> __device__ __forceinline__ void load_row(const void* base, size_t row, float* x) {
+// 16 bytes of a row (4 fp32 or 8 16-bit values) as fp32 into x[0..3] or x[0..7].
+template <int KIND> __device__ __forceinline__ void unpack16(const uint4 v, float* x) {
     if (KIND == 0) {
-        const float4* p = (const float4*)((const float*)base + row * D);
-#pragma unroll
-        for (int q = 0; q < D / 4; q++) {
-            const float4 v = p[q];
-            x[4 * q] = v.x; x[4 * q + 1] = v.y; x[4 * q + 2] = v.z; x[4 * q + 3] = v.w;
-        }
+        x[0] = __uint_as_float(v.x); x[1] = __uint_as_float(v.y); x[2] = __uint_as_float(v.z); x[3] = __uint_as_float(v.w);
     } else {
-        const uint4* p = (const uint4*)((const u16*)base + row * D);
+        const u32 w[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-        for (int q = 0; q < D / 8; q++) {
-            const uint4 v = p[q];
-            const u32 w[4] = {v.x, v.y, v.z, v.w};
-#pragma unroll
-            for (int h = 0; h < 4; h++) {
-                const u16 lo = (u16)(w[h] & 0xffffu), hi = (u16)(w[h] >> 16);
-                x[8 * q + 2 * h] = half_to_f<KIND>(lo);
-                x[8 * q + 2 * h + 1] = half_to_f<KIND>(hi);
-            }
+        for (int h = 0; h < 4; h++) {
+            x[2 * h] = half_to_f<KIND>((u16)(w[h] & 0xffffu));
+            x[2 * h + 1] = half_to_f<KIND>((u16)(w[h] >> 16));
         }
     }
 }
 
 #define HASH_WARPS 4
+// One warp per chunk of rows; each lane hashes one row (16-byte loads).
 template <int KIND, int D>
-__device__ __forceinline__ void hash_count_impl(
-    const void* Q, const void* K, int nQ, int nK, const int* segs, const int* chunks, int numChunks,
-    const float* dirs, int bits, u16* buckets, int* counts) {
+__device__ __forceinline__ void hash_rows_impl(
+    const void* Q, const void* K, int nQ, int nK, const int* hsegs, const int* hchunks, int numChunks,
+    const float* dirs, int bits, u16* buckets) {
+    constexpr int RU4 = D * (KIND == 0 ? 4 : 2) / 16;  // 16-byte pieces per row
+    constexpr int EPU = KIND == 0 ? 4 : 8;              // elements per piece
     // Each warp's segment directions (bits ≤ 16) in shared memory: broadcast reads.
     __shared__ __align__(16) float wsh[HASH_WARPS][16 * D];
     int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (warp >= numChunks) return;
-    const int segi = chunks[2 * warp], ci = chunks[2 * warp + 1];
-    const int* s = segs + segi * SEG_FIELDS;
-    const void* base = s[SEG_TENSOR] == 0 ? Q : K;
-    const int nRows = s[SEG_TENSOR] == 0 ? nQ : nK;
-    const size_t rowBase = (size_t)s[SEG_HEAD] * nRows + s[SEG_FIRST];
+    const int segi = hchunks[2 * warp], ci = hchunks[2 * warp + 1];
+    const int* s = hsegs + segi * HSEG_FIELDS;
+    const uint4* rows = (const uint4*)(s[HSEG_TENSOR] == 0 ? Q : K);
+    const int nRows = s[HSEG_TENSOR] == 0 ? nQ : nK;
+    const size_t rowBase = (size_t)s[HSEG_HEAD] * nRows + s[HSEG_FIRST];
     float* w = wsh[threadIdx.x >> 5];
-    for (int e = lane; e < bits * D; e += 32) w[e] = dirs[s[SEG_DIR] + e];
+    for (int e = lane; e < bits * D; e += 32) w[e] = dirs[s[HSEG_DIR] + e];
     __syncwarp();
-    const int nch = s[SEG_CHUNKS], rpc = s[SEG_RPC];
-    const int lo = ci * rpc, hi = min(s[SEG_LEN], lo + rpc);
+    const int rpc = s[HSEG_RPC];
+    const int lo = ci * rpc, hi = min(s[HSEG_LEN], lo + rpc);
     for (int b0 = lo; b0 < hi; b0 += 32) {
         const int i = b0 + lane;
-        const bool valid = i < hi;
-        u32 bucket = 0;
-        if (valid) {
+        if (i < hi) {
             float x[D];
-            load_row<KIND, D>(base, rowBase + i, x);
+#pragma unroll
+            for (int q = 0; q < RU4; q++) unpack16<KIND>(rows[(rowBase + i) * RU4 + q], x + q * EPU);
             u32 code = 0;
             for (int j = 0; j < bits; j++) {
                 // The CPU's order: 16 lanes of fused multiply-adds, then a halving tree.
@@ -176,27 +184,47 @@ __device__ __forceinline__ void hash_count_impl(
                 if (dot > 0.f) code |= 1u << j;
             }
             code ^= code >> 1; code ^= code >> 2; code ^= code >> 4; code ^= code >> 8;  // inverse Gray code
-            bucket = code;
-            buckets[s[SEG_ORD] + i] = (u16)bucket;
-        }
-        const unsigned mask = __ballot_sync(0xffffffffu, valid);
-        if (valid) {
-            const unsigned peers = __match_any_sync(mask, bucket);
-            if (__ffs(peers) - 1 == lane) atomicAdd(&counts[s[SEG_CNT] + (int)bucket * nch + ci], __popc(peers));
+            buckets[s[HSEG_BKT] + i] = (u16)code;
         }
     }
 }
 
 #define HASH_KERNEL(NAME, KIND, D) \
-extern "C" __global__ void NAME(const void* Q, const void* K, int nQ, int nK, const int* segs, const int* chunks, \
-    int numChunks, const float* dirs, int bits, u16* buckets, int* counts) { \
-    hash_count_impl<KIND, D>(Q, K, nQ, nK, segs, chunks, numChunks, dirs, bits, buckets, counts); }
-HASH_KERNEL(hash_count_f32_d64, 0, 64)
-HASH_KERNEL(hash_count_bf16_d64, 1, 64)
-HASH_KERNEL(hash_count_f16_d64, 2, 64)
-HASH_KERNEL(hash_count_f32_d128, 0, 128)
-HASH_KERNEL(hash_count_bf16_d128, 1, 128)
-HASH_KERNEL(hash_count_f16_d128, 2, 128)
+extern "C" __global__ void NAME(const void* Q, const void* K, int nQ, int nK, const int* hsegs, const int* hchunks, \
+    int numChunks, const float* dirs, int bits, u16* buckets) { \
+    hash_rows_impl<KIND, D>(Q, K, nQ, nK, hsegs, hchunks, numChunks, dirs, bits, buckets); }
+HASH_KERNEL(hash_rows_f32_d64, 0, 64)
+HASH_KERNEL(hash_rows_bf16_d64, 1, 64)
+HASH_KERNEL(hash_rows_f16_d64, 2, 64)
+HASH_KERNEL(hash_rows_f32_d128, 0, 128)
+HASH_KERNEL(hash_rows_bf16_d128, 1, 128)
+HASH_KERNEL(hash_rows_f16_d128, 2, 128)
+
+// Bucket histogram per (bucket, chunk) of every sort segment (all levels): one warp per chunk,
+// the rows' buckets read from the per-row bucket array; one atomic per distinct bucket of each 32
+// rows (`__match_any_sync`). `counts` must be zero.
+extern "C" __global__ void __launch_bounds__(HASH_WARPS * 32) count_buckets(const int* segs, const int* chunks, int numChunks,
+    const u16* buckets, int* counts) {
+    int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31;
+    if (warp >= numChunks) return;
+    const int segi = chunks[2 * warp], ci = chunks[2 * warp + 1];
+    const int* s = segs + segi * SEG_FIELDS;
+    const int nch = s[SEG_CHUNKS], rpc = s[SEG_RPC];
+    const int lo = ci * rpc, hi = min(s[SEG_LEN], lo + rpc);
+    const u16* bk = buckets + s[SEG_BKT];
+    int* cnt = counts + s[SEG_CNT] + ci;
+    for (int b0 = lo; b0 < hi; b0 += 32) {
+        const int i = b0 + lane;
+        const bool valid = i < hi;
+        const unsigned mask = __ballot_sync(0xffffffffu, valid);
+        if (valid) {
+            const u32 bucket = bk[i];
+            const unsigned peers = __match_any_sync(mask, bucket);
+            if (__ffs(peers) - 1 == lane) atomicAdd(&cnt[(int)bucket * nch], __popc(peers));
+        }
+    }
+}
 
 // One CTA of 1024 threads per segment: counts[bucket][chunk] → exclusive prefix (bucket-major,
 // chunk-minor), i.e. the first sorted position of each chunk's rows of each bucket.
@@ -264,7 +292,7 @@ extern "C" __global__ void __launch_bounds__(SCATTER_WARPS * 32) scatter_order(c
         unsigned peers = 0;
         volatile int* slot = 0;
         if (valid) {
-            const u32 b = buckets[s[SEG_ORD] + i];
+            const u32 b = buckets[s[SEG_BKT] + i];
             peers = __match_any_sync(mask, b);
             slot = local ? (volatile int*)&column[b] : (volatile int*)&offsets[s[SEG_CNT] + (int)b * nch + ci];
             const int pos = *slot + __popc(peers & ((1u << lane) - 1u));

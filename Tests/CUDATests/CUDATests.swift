@@ -139,6 +139,125 @@ struct NoGPUTests {
     }
 }
 
+/// The sort kernels (`hash_rows_*`, `count_buckets`, `scan_counts`, `scatter_order`) emulated on the
+/// CPU from the plan's tables, index for index (a warp's rows in order, so its rank by lane is the
+/// row order), to check the host-side offsets without a GPU.
+@Suite("CUDA plan: hash once, sort per level (CPU emulation of the tables)")
+struct CUDASortTableTests {
+    @Test("Every sorted segment gets SortLSH.sortedOrder of its rows, and each (query head, row) is hashed once",
+          arguments: [
+            (1, false, 4, 2, 3001, 3001, 7), (1, true, 4, 2, 5003, 5003, 7), (2, true, 2, 1, 4099, 4099, 5),
+            (1, false, 6, 1, 2001, 5001, 7), (2, true, 3, 3, 2500, 2500, 9), (1, true, 2, 2, 1100, 1100, 7),
+          ])
+    func sortTables(batch: Int, causal: Bool, heads: Int, kvHeads: Int, nq: Int, nk: Int, bits: Int) throws {
+        let d = 64
+        let shape = AttentionShape(batch: batch, queryHeads: heads, keyHeads: kvHeads, queryCount: nq, keyCount: nk, headDim: d, valueDim: d)
+        let options = AttentionOptions(causal: causal, lshBits: bits, blockSize: 128, samples: 64, minSeqLen: 512, seed: 3)
+        let plan = HostPlan(shape: shape, options: options)
+        let t = plan.tables
+        let q = TestData.gaussian([batch, heads, nq, d], seed: 1).scalars
+        let k = TestData.gaussian([batch, kvHeads, nk, d], seed: 2).scalars
+        func kvHead(_ h: Int) -> Int { (h / heads) * kvHeads + (h % heads) / (heads / kvHeads) }
+        // The query head whose directions hash a row, from its bucket offset (`HostLevel.bucketOffset`).
+        func queryHead(tensor: Int, bucketOffset: Int, first: Int) -> Int {
+            tensor == 0 ? (bucketOffset - first) / nq : (bucketOffset - first - batch * heads * nq) / nk
+        }
+        func hash(tensor: Int, queryHead h: Int, storedHead: Int, rows: Range<Int>) -> [UInt16] {
+            let lsh = SortLSH(bits: bits, headDim: d, seed: options.seed, head: h)
+            var out = [UInt16](repeating: 0, count: rows.count)
+            let data = tensor == 0 ? q : k, n = tensor == 0 ? nq : nk
+            data.withUnsafeBufferPointer { x in
+                out.withUnsafeMutableBufferPointer { o in
+                    lsh.hash(rows: x.baseAddress!, count: rows.count, buckets: o.baseAddress!) { storedHead * n + rows.lowerBound + $0 }
+                }
+            }
+            return out
+        }
+
+        #expect(t.segmentCount > 0)
+        #expect(t.bucketLength == batch * heads * (nq + nk))
+        #expect(t.directions.count % (bits * d) == 0 && t.directions.count / (bits * d) <= batch * heads)
+        // hash_rows: one warp per (hash segment, chunk).
+        var buckets = [UInt16](repeating: 0, count: t.bucketLength)
+        var hashed = [Int](repeating: 0, count: t.bucketLength)
+        for c in 0..<t.hashChunkCount {
+            let sg = Int(t.hashChunks[2 * c]), ci = Int(t.hashChunks[2 * c + 1])
+            let f = t.hashSegments[sg * 7..<(sg + 1) * 7].map(Int.init)
+            let h = queryHead(tensor: f[0], bucketOffset: f[5], first: f[2])
+            #expect(f[1] == (f[0] == 0 ? h : kvHead(h)), "K rows of the query head's kv head")
+            #expect(Array(t.directions[f[4]..<(f[4] + bits * d)]) == SortLSH(bits: bits, headDim: d, seed: options.seed, head: h).directions)
+            let lo = ci * f[6], hi = min(f[3], lo + f[6])
+            #expect(lo < hi)
+            for (r, b) in hash(tensor: f[0], queryHead: h, storedHead: f[1], rows: (f[2] + lo)..<(f[2] + hi)).enumerated() {
+                buckets[f[5] + lo + r] = b
+                hashed[f[5] + lo + r] += 1
+            }
+        }
+        #expect(hashed.allSatisfy { $0 <= 1 }, "no row hashed twice")
+        // count_buckets, then scan_counts, then scatter_order.
+        var counts = [Int](repeating: 0, count: t.countLength)
+        var read = [Bool](repeating: false, count: t.bucketLength)
+        for c in 0..<t.chunkCount {
+            let sg = Int(t.chunks[2 * c]), ci = Int(t.chunks[2 * c + 1])
+            let f = t.segments[sg * 9..<(sg + 1) * 9].map(Int.init)
+            for i in (ci * f[8])..<min(f[3], (ci + 1) * f[8]) {
+                #expect(hashed[f[4] + i] == 1, "bucket read before it was written")
+                read[f[4] + i] = true
+                counts[f[6] + Int(buckets[f[4] + i]) * f[7] + ci] += 1
+            }
+        }
+        #expect(zip(hashed, read).allSatisfy { ($0 == 1) == $1 }, "every hashed row is sorted by some level")
+        for sg in 0..<t.segmentCount {
+            let f = t.segments[sg * 9..<(sg + 1) * 9].map(Int.init)
+            var prefix = 0
+            for j in f[6]..<(f[6] + (1 << bits) * f[7]) { (counts[j], prefix) = (prefix, prefix + counts[j]) }
+            #expect(prefix == f[3])
+        }
+        var order = [Int32](repeating: -1, count: t.orderLength)
+        for c in 0..<t.chunkCount {
+            let sg = Int(t.chunks[2 * c]), ci = Int(t.chunks[2 * c + 1])
+            let f = t.segments[sg * 9..<(sg + 1) * 9].map(Int.init)
+            for i in (ci * f[8])..<min(f[3], (ci + 1) * f[8]) {
+                let slot = f[6] + Int(buckets[f[4] + i]) * f[7] + ci
+                order[f[5] + counts[slot]] = Int32(i)
+                counts[slot] += 1
+            }
+        }
+        // The CPU path's order of each segment: its rows hashed with the query head's hyperplanes.
+        var rowsSorted = 0
+        for sg in 0..<t.segmentCount {
+            let f = t.segments[sg * 9..<(sg + 1) * 9].map(Int.init)
+            let h = queryHead(tensor: f[0], bucketOffset: f[4], first: f[2])
+            #expect(f[1] == (f[0] == 0 ? h : kvHead(h)))
+            let b = hash(tensor: f[0], queryHead: h, storedHead: f[1], rows: f[2]..<(f[2] + f[3]))
+            var expected = [Int32](repeating: 0, count: f[3])
+            SortLSH.sortedOrder(buckets: b, count: f[3], bucketCount: 1 << bits, order: &expected)
+            #expect(Array(order[f[5]..<(f[5] + f[3])]) == expected, "segment \(sg)")
+            rowsSorted += f[3]
+        }
+        #expect(rowsSorted == t.orderLength)
+        let rowsHashed = hashed.reduce(0, +)
+        if causal && plan.levels.filter(\.hyper).count > 1 {
+            #expect(rowsHashed < rowsSorted, "causal: each row hashed once, sorted at several levels")
+        } else {
+            #expect(rowsHashed == rowsSorted)
+        }
+        // The segments are the hyper pieces of the CPU plan, level by level, head by head.
+        let cpu = AttentionPlan(shape: shape, options: options)
+        var pieces: [[Piece]] = []
+        for h in 0..<(batch * heads) {
+            for (i, level) in cpu.levels(head: h).enumerated() {
+                if pieces.count <= i { pieces.append([]) }
+                pieces[i] += level.filter(\.hyper)
+            }
+        }
+        let expected = pieces.joined().flatMap { p in
+            [[0, p.head, p.queries.lowerBound, p.queries.count], [1, kvHead(p.head), p.keys.lowerBound, p.keys.count]]
+        }
+        #expect((0..<t.segmentCount).map { t.segments[$0 * 9..<$0 * 9 + 4].map(Int.init) } == expected)
+    }
+}
+
 @Suite("CUDA backend vs CPU path", .enabled(if: GPU.available, Comment(rawValue: GPU.reason)))
 struct GPUvsCPUTests {
     /// bf16-representable Gaussian inputs, so both paths hash the same values.
