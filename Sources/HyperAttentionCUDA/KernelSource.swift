@@ -8,7 +8,8 @@
 /// - `hash_rows_{f32,bf16,f16}_d{64,128}`: sortLSH bucket of each row of a list of hash segments
 ///   (every Q and K row that some level sorts, once per query head, whatever the number of
 ///   levels) into a per-row bucket array, the dot products summed in the CPU path's order (16
-///   fused lanes, then a tree) with the directions in shared memory and 16-byte row loads.
+///   fused lanes, then a tree) with the directions in shared memory; the rows reach the lanes
+///   through shared memory (coalesced, double-buffered `cp.async` copies).
 /// - `count_buckets`: per sort segment (the Q and K rows of each HyperAttention piece, all
 ///   levels in one launch), the per-chunk bucket histogram read from the bucket array.
 /// - `scan_counts`: per segment, exclusive scan of the (bucket, chunk) counts.
@@ -83,6 +84,18 @@ extern "C" __global__ void fill_normal_16(u16* out, long long n, unsigned long l
     }
 }
 
+// cp.async (sm_80+): 16-byte global → shared copies, zero-filled past srcBytes.
+__device__ __forceinline__ u32 smem_u32(const void* p) {
+    u32 r;
+    asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+    return r;
+}
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int srcBytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(smem_u32(smem)), "l"(gmem), "r"(srcBytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+
 // ---- sortLSH: hashing and the stable counting sort ----
 // The hyperplanes depend only on the query head, so each row is hashed once per call
 // (`hash_rows_*`, over hash segments) into a per-row bucket array; every level's sort segments
@@ -128,15 +141,24 @@ template <int KIND> __device__ __forceinline__ void unpack16(const uint4 v, floa
 }
 
 #define HASH_WARPS 4
-// One warp per chunk of rows; each lane hashes one row (16-byte loads).
+// One warp per chunk of rows; 32 rows at a time, one row per lane. The rows reach the lanes
+// through shared memory so that the global loads are coalesced: per pass the warp copies the
+// next U4 16-byte pieces of each of its 32 rows (each 8 or 4 lanes copy one row's contiguous
+// 128 or 64 bytes) with `cp.async`, double-buffered (the next pass is in flight while this one
+// is hashed), XOR-swizzled (conflict-free stores and loads); each lane then reads its own row's
+// pieces. The lane's values are the row's values bit for bit, and the arithmetic on them is the
+// CPU's (below), so the buckets are the CPU's.
 template <int KIND, int D>
 __device__ __forceinline__ void hash_rows_impl(
     const void* Q, const void* K, int nQ, int nK, const int* hsegs, const int* hchunks, int numChunks,
     const float* dirs, int bits, u16* buckets) {
     constexpr int RU4 = D * (KIND == 0 ? 4 : 2) / 16;  // 16-byte pieces per row
+    constexpr int U4 = D == 64 ? 8 : 4;                 // pieces per row per pass (static smem ≤ 48 KB)
+    constexpr int PASSES = RU4 / U4;
     constexpr int EPU = KIND == 0 ? 4 : 8;              // elements per piece
     // Each warp's segment directions (bits ≤ 16) in shared memory: broadcast reads.
     __shared__ __align__(16) float wsh[HASH_WARPS][16 * D];
+    __shared__ __align__(16) uint4 stage[HASH_WARPS][2][32 * U4];
     int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (warp >= numChunks) return;
@@ -146,16 +168,44 @@ __device__ __forceinline__ void hash_rows_impl(
     const int nRows = s[HSEG_TENSOR] == 0 ? nQ : nK;
     const size_t rowBase = (size_t)s[HSEG_HEAD] * nRows + s[HSEG_FIRST];
     float* w = wsh[threadIdx.x >> 5];
+    uint4 (*st)[32 * U4] = stage[threadIdx.x >> 5];
     for (int e = lane; e < bits * D; e += 32) w[e] = dirs[s[HSEG_DIR] + e];
     __syncwarp();
+    // Piece c of row r sits at U4·r + (c ^ swizzle(r)).
+    auto swizzle = [](int r) { return U4 == 8 ? (r & 7) : ((r >> 1) & 3); };
     const int rpc = s[HSEG_RPC];
     const int lo = ci * rpc, hi = min(s[HSEG_LEN], lo + rpc);
+    // Copies pass p of rows b0 ..< min(b0 + 32, hi) into buffer buf (one commit group): lane
+    // copies piece lane % U4 of rows lane / U4 + t·(32 / U4), t < U4; missing rows zero-filled.
+    auto issue = [&](int b0, int p, int buf) {
+        const int nv = min(32, hi - b0), c = lane % U4;
+#pragma unroll
+        for (int t = 0; t < U4; t++) {
+            const int r = lane / U4 + t * (32 / U4);
+            const bool valid = r < nv;
+            cp_async16(&st[buf][U4 * r + (c ^ swizzle(r))], rows + (rowBase + b0 + (valid ? r : 0)) * RU4 + p * U4 + c, valid ? 16 : 0);
+        }
+        cp_async_commit();
+    };
+    int buf = 0;
+    if (lo < hi) issue(lo, 0, 0);
     for (int b0 = lo; b0 < hi; b0 += 32) {
         const int i = b0 + lane;
-        if (i < hi) {
-            float x[D];
+        float x[D];
 #pragma unroll
-            for (int q = 0; q < RU4; q++) unpack16<KIND>(rows[(rowBase + i) * RU4 + q], x + q * EPU);
+        for (int p = 0; p < PASSES; p++) {
+            // The next pass (of these rows or the next 32) goes in flight before this one is read.
+            if (p + 1 < PASSES) issue(b0, p + 1, buf ^ 1);
+            else if (b0 + 32 < hi) issue(b0 + 32, 0, buf ^ 1);
+            else cp_async_commit();
+            cp_async_wait1();
+            __syncwarp();
+#pragma unroll
+            for (int c = 0; c < U4; c++) unpack16<KIND>(st[buf][U4 * lane + (c ^ swizzle(lane))], x + (p * U4 + c) * EPU);
+            __syncwarp();  // every lane has read buf before it is refilled
+            buf ^= 1;
+        }
+        if (i < hi) {
             u32 code = 0;
             for (int j = 0; j < bits; j++) {
                 // The CPU's order: 16 lanes of fused multiply-adds, then a halving tree.
@@ -189,16 +239,18 @@ __device__ __forceinline__ void hash_rows_impl(
     }
 }
 
-#define HASH_KERNEL(NAME, KIND, D) \
-extern "C" __global__ void NAME(const void* Q, const void* K, int nQ, int nK, const int* hsegs, const int* hchunks, \
-    int numChunks, const float* dirs, int bits, u16* buckets) { \
+// MINB: CTAs per SM that the registers must allow (4 for 16-bit d = 64: 128 registers, no
+// spills; the others need more registers than that without spilling).
+#define HASH_KERNEL(NAME, KIND, D, MINB) \
+extern "C" __global__ void __launch_bounds__(HASH_WARPS * 32, MINB) NAME(const void* Q, const void* K, int nQ, int nK, \
+    const int* hsegs, const int* hchunks, int numChunks, const float* dirs, int bits, u16* buckets) { \
     hash_rows_impl<KIND, D>(Q, K, nQ, nK, hsegs, hchunks, numChunks, dirs, bits, buckets); }
-HASH_KERNEL(hash_rows_f32_d64, 0, 64)
-HASH_KERNEL(hash_rows_bf16_d64, 1, 64)
-HASH_KERNEL(hash_rows_f16_d64, 2, 64)
-HASH_KERNEL(hash_rows_f32_d128, 0, 128)
-HASH_KERNEL(hash_rows_bf16_d128, 1, 128)
-HASH_KERNEL(hash_rows_f16_d128, 2, 128)
+HASH_KERNEL(hash_rows_f32_d64, 0, 64, 1)
+HASH_KERNEL(hash_rows_bf16_d64, 1, 64, 4)
+HASH_KERNEL(hash_rows_f16_d64, 2, 64, 4)
+HASH_KERNEL(hash_rows_f32_d128, 0, 128, 1)
+HASH_KERNEL(hash_rows_bf16_d128, 1, 128, 1)
+HASH_KERNEL(hash_rows_f16_d128, 2, 128, 1)
 
 // Bucket histogram per (bucket, chunk) of every sort segment (all levels): one warp per chunk,
 // the rows' buckets read from the per-row bucket array; one atomic per distinct bucket of each 32
@@ -456,16 +508,6 @@ CV_KERNELS(f16, 2)
 #define BR 128
 #define NTHREADS 256
 
-__device__ __forceinline__ u32 smem_u32(const void* p) {
-    u32 r;
-    asm volatile("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
-    return r;
-}
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int srcBytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(smem_u32(smem)), "l"(gmem), "r"(srcBytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
-__device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
 __device__ __forceinline__ void ldmatrix_x4(u32& r0, u32& r1, u32& r2, u32& r3, const void* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(smem_u32(p)));
