@@ -121,7 +121,7 @@ let package = Package(
         ),
         .testTarget(
             name: "DistributedHyperAttentionTests",
-            dependencies: ["DistributedHyperAttention"],
+            dependencies: ["DistributedHyperAttention", "HyperAttention"],
             path: "Tests/DistributedHyperAttentionTests"
         ),
         .testTarget(

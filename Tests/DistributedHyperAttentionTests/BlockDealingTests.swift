@@ -1,4 +1,5 @@
 @testable import DistributedHyperAttention
+import HyperAttention
 import Testing
 
 // The pure parts of the distributed layer (no MPI calls): how blocks are dealt to ranks and the
@@ -56,7 +57,7 @@ struct BlockDealingTests {
         a.add(runs, partition: partition, length: 40, bytesPerRow: 3, queries: true)
         let got = a.candidates.map { [$0.block, $0.rank, $0.bytes] }
         #expect(got == [[0, 0, 30], [1, 0, 15], [1, 1, 15], [2, 1, 30], [3, 1, 30]])
-        #expect(a.candidates.allSatisfy(\.queries))
+        #expect(a.candidates.allSatisfy { $0.queries })
     }
 
     @Test("row-locality placement: every rank gets its quota; blocks go where most of their bytes are")
