@@ -180,17 +180,22 @@ struct HostPlan {
         self.init(levels: HostLevel.levels(shape: shape, options: options), shape: shape, options: options)
     }
 
+    /// Appends a level's table of records (`fields` Int32s each) to the call's, adding to each
+    /// listed field the offset of the levels before it.
+    private static func appendShifted(_ records: [Int32], fields: Int, shifts: [(field: Int, by: Int32)], to table: inout [Int32]) {
+        let first = table.count
+        table += records
+        for r in stride(from: first, to: table.count, by: fields) {
+            for (field, by) in shifts { table[r + field] += by }
+        }
+    }
+
     init(levels parts: [HostLevel], shape: AttentionShape, options: AttentionOptions) {
         var t = HostLevel()
         for p in parts {
             let seg0 = Int32(t.segmentCount), ord0 = Int32(t.orderLength)
             let cnt0 = Int32(t.countLength), smp0 = Int32(t.samplePositions.count), blk0 = Int32(t.controlBlockCount)
-            for i in 0..<p.segmentCount {
-                var f = Array(p.segments[i * HostLevel.segmentFields..<(i + 1) * HostLevel.segmentFields])
-                f[5] += ord0
-                f[6] += cnt0
-                t.segments += f
-            }
+            Self.appendShifted(p.segments, fields: HostLevel.segmentFields, shifts: [(5, ord0), (6, cnt0)], to: &t.segments)
             for i in 0..<p.chunkCount { t.chunks += [p.chunks[2 * i] + seg0, p.chunks[2 * i + 1]] }
             t.hashRanges += p.hashRanges
             levels.append((firstTile: t.tileCount, tileCount: p.tileCount, hyper: p.segmentCount > 0))
@@ -207,19 +212,8 @@ struct HostPlan {
             t.samplePositions += p.samplePositions
             t.sampleLog2Weights += p.sampleLog2Weights
             t.sampleWeights += p.sampleWeights
-            for i in 0..<p.controlBlockCount {
-                var f = Array(p.controlBlocks[i * 7..<(i + 1) * 7])
-                f[2] += ord0
-                f[5] += smp0
-                t.controlBlocks += f
-            }
-            for i in 0..<p.controlPieceCount {
-                var f = Array(p.controlPieces[i * 7..<(i + 1) * 7])
-                f[0] += blk0
-                f[4] += ord0
-                f[5] += smp0
-                t.controlPieces += f
-            }
+            Self.appendShifted(p.controlBlocks, fields: 7, shifts: [(2, ord0), (5, smp0)], to: &t.controlBlocks)
+            Self.appendShifted(p.controlPieces, fields: 7, shifts: [(0, blk0), (4, ord0), (5, smp0)], to: &t.controlPieces)
             t.orderLength += p.orderLength
             t.countLength += p.countLength
             t.evaluatedPairs += p.evaluatedPairs
