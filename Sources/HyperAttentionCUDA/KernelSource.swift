@@ -114,6 +114,23 @@ __device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_g
 #define SEG_CHUNKS 7
 #define SEG_RPC 8
 #define SEG_FIELDS 9
+
+// The rows of one (sort segment, chunk): chunk list entry `entry` → the segment's fields, its
+// chunk count, which chunk, and the chunk's rows [lo, hi).
+struct SegChunk {
+    const int* s;
+    int nch, ci, lo, hi;
+};
+__device__ __forceinline__ SegChunk seg_chunk(const int* segs, const int* chunks, int entry) {
+    SegChunk c;
+    c.s = segs + chunks[2 * entry] * SEG_FIELDS;
+    c.ci = chunks[2 * entry + 1];
+    c.nch = c.s[SEG_CHUNKS];
+    const int rpc = c.s[SEG_RPC];
+    c.lo = c.ci * rpc;
+    c.hi = min(c.s[SEG_LEN], c.lo + rpc);
+    return c;
+}
 // Hash segment fields (ints): tensor, head (global index in that tensor), first stored row,
 // length, offset of the query head's directions (floats), offset of the first row's bucket, rows
 // per chunk.
@@ -260,10 +277,9 @@ extern "C" __global__ void __launch_bounds__(HASH_WARPS * 32) count_buckets(cons
     int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (warp >= numChunks) return;
-    const int segi = chunks[2 * warp], ci = chunks[2 * warp + 1];
-    const int* s = segs + segi * SEG_FIELDS;
-    const int nch = s[SEG_CHUNKS], rpc = s[SEG_RPC];
-    const int lo = ci * rpc, hi = min(s[SEG_LEN], lo + rpc);
+    const SegChunk c = seg_chunk(segs, chunks, warp);
+    const int* s = c.s;
+    const int nch = c.nch, ci = c.ci, lo = c.lo, hi = c.hi;
     const u16* bk = buckets + s[SEG_BKT];
     int* cnt = counts + s[SEG_CNT] + ci;
     for (int b0 = lo; b0 < hi; b0 += 32) {
@@ -327,10 +343,9 @@ extern "C" __global__ void __launch_bounds__(SCATTER_WARPS * 32) scatter_order(c
     int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (warp >= numChunks) return;
-    const int segi = chunks[2 * warp], ci = chunks[2 * warp + 1];
-    const int* s = segs + segi * SEG_FIELDS;
-    const int nch = s[SEG_CHUNKS], rpc = s[SEG_RPC];
-    const int lo = ci * rpc, hi = min(s[SEG_LEN], lo + rpc);
+    const SegChunk c = seg_chunk(segs, chunks, warp);
+    const int* s = c.s;
+    const int nch = c.nch, ci = c.ci, lo = c.lo, hi = c.hi;
     const bool local = (1 << bits) <= SCATTER_SMEM_BUCKETS;
     int* column = local ? sOff[threadIdx.x >> 5] : 0;
     if (local) {
