@@ -4,7 +4,8 @@ import MPI
 /// One non-causal HyperAttention piece (a whole non-causal problem, or a rectangle of the causal
 /// recursion) over the ranks that own its rows (DESIGN.md §3, the rectangle primitive):
 ///
-/// 1. each rank hashes its own query and key rows of the piece (the node's hyperplanes);
+/// 1. each rank hashes its own query and key rows of the piece (the query head's hyperplanes;
+///    `RowBuckets` keeps them for the other levels);
 /// 2. global stable counting sort: local bucket histograms, allgathered (which gives what an
 ///    exclusive scan over lower ranks and an allreduce of totals would), give every row its global
 ///    sorted position, with no data moved — the same order as the single-process stable sort,
@@ -17,6 +18,8 @@ import MPI
 ///    order, so at large n most of a block's rows come from one rank), else contiguous runs;
 ///    one alltoallv moves Q rows, one moves K|V rows, each sent to a rank in ascending sorted
 ///    position, so the receiver knows every row's position from the histograms and no ids travel;
+///    rows of a rank's own blocks that it holds are not sent (nor copied): the kernel reads them
+///    in the shard;
 /// 4. the node's samples (positions in sorted-key order) are contributed by the ranks that own
 ///    those rows and allgathered, so every rank has all m (k, v) rows;
 /// 5. each rank runs the core's fused block kernel on its blocks — the same gathered rows in the
@@ -76,6 +79,10 @@ final class DistributedRectangle {
     private var querySendCounts: [Int] = [], queryReceiveCounts: [Int] = []
     /// For each arriving query / key row, in arrival order, its slot among this rank's blocks' rows.
     private var arrivingQ: [Int] = [], arrivingK: [Int] = []
+    /// This rank's rows of its own blocks (not sent): where they are in `queryOrder`, each one's
+    /// slot (in that order), and for keys each one's slot and local token.
+    private var homeQueries = 0..<0
+    private var homeQuerySlots: [Int] = [], homeKeySlots: [Int] = [], homeKeyRows: [Int] = []
     private var receivedQ = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
     private var receivedKV = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
     private var exchangeRequests: [Request] = []
@@ -85,6 +92,8 @@ final class DistributedRectangle {
     // compute
     private var width = 0
     private var returned = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
+    /// The results of this rank's own query rows (not sent), in `queryOrder` from `homeQueries`.
+    private var keptResults = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
     private var returnRequest: Request?
 
     init(run: DistributedRun, piece: Piece, comms: PieceCommunicators, bufferSet: Int) {
@@ -117,10 +126,15 @@ final class DistributedRectangle {
     func announce(_ report: inout DistributedReport) throws {
         let t = MPIEnvironment.wallTime
         let h = piece.head, ex = executor
-        let lsh = SortLSH(bits: options.lshBits, headDim: d, seed: options.seed, head: h)
-        queryBuckets = hash(lsh, count: myQ.count) { ex.queryRow(h, self.myQ.lowerBound + $0) }
-        keyBuckets = hash(lsh, count: myK.count) { ex.keyRow(h, self.myK.lowerBound + $0) }
-        buckets = lsh.bucketCount
+        // This rank's rows' buckets (hashed once per call: the hyperplanes are the query head's,
+        // whatever the level).
+        let table = ex.rowBuckets
+        table.prepare([.init(head: h, keys: false, rows: myQ), .init(head: h, keys: true, rows: myK)], threads: ex.threads) {
+            head, keys, row in keys ? ex.keyRow(head, row) : ex.queryRow(head, row)
+        }
+        queryBuckets = Array(UnsafeBufferPointer(start: table.buckets(head: h, keys: false, from: myQ.lowerBound), count: myQ.count))
+        keyBuckets = Array(UnsafeBufferPointer(start: table.buckets(head: h, keys: true, from: myK.lowerBound), count: myK.count))
+        buckets = 1 << options.lshBits
         // [query counts | key counts | this rank's speed weight | its Σ v over its keys (control
         // variate; float64 bit patterns, summed in rank order by every rank)]. The allgather
         // gives what MPI_Exscan (counts of lower ranks) and MPI_Allreduce (totals) would, and
@@ -230,6 +244,11 @@ final class DistributedRectangle {
             return (base, spans)
         }
         let querySlots = slots(length: nq), keySlots = slots(length: nk)
+        /// This rank's part of a list laid out rank by rank with `counts` rows from (or for) each.
+        func home(_ counts: [Int]) -> Range<Int> {
+            let first = counts[..<rank].reduce(0, +)
+            return first..<(first + counts[rank])
+        }
         querySlotBase = querySlots.base
         keySlotBase = keySlots.base
         /// This rank's rows grouped by destination rank (a stable counting sort of their sorted
@@ -279,28 +298,45 @@ final class DistributedRectangle {
             return (slots, perRank)
         }
 
-        // Q rows (d floats each) and K|V rows (d + d_v floats each), grouped by destination, through
-        // buffers reused by every rectangle of the call (fresh pages would be zeroed by the kernel
-        // on first touch, every time).
+        // Q rows (d floats each) and K|V rows (d + d_v floats each) for other ranks, grouped by
+        // destination, through buffers reused by every rectangle of the call (fresh pages would
+        // be zeroed by the kernel on first touch, every time). Rows this rank keeps (its blocks'
+        // rows it holds itself) are not copied or sent: the kernel reads them in the shard, and
+        // their results go straight to where `finish` reads them.
         let sentQ = sendOrder(mineQ.positions, length: nq), sentK = sendOrder(mineK.positions, length: nk)
         queryOrder = sentQ.order.map { mineQ.order[$0] }
-        let sendQ = scratch.buffer(.sendQ, set: bufferSet, count: myQ.count * d)
-        for (k, i) in queryOrder.enumerated() {
-            copyRow(from: ex.queryRow(h, myQ.lowerBound + i), to: sendQ.baseAddress! + k * d, count: d)
+        let homeQ = home(sentQ.counts), homeK = home(sentK.counts)
+        homeQueries = homeQ
+        let sendQ = scratch.buffer(.sendQ, set: bufferSet, count: (myQ.count - homeQ.count) * d)
+        for (k, i) in queryOrder.enumerated() where !homeQ.contains(k) {
+            let packed = k < homeQ.lowerBound ? k : k - homeQ.count
+            copyRow(from: ex.queryRow(h, myQ.lowerBound + i), to: sendQ.baseAddress! + packed * d, count: d)
         }
-        let sendKV = scratch.buffer(.sendKV, set: bufferSet, count: myK.count * (d + dv))
-        for (k, s) in sentK.order.enumerated() {
+        let sendKV = scratch.buffer(.sendKV, set: bufferSet, count: (myK.count - homeK.count) * (d + dv))
+        for (k, s) in sentK.order.enumerated() where !homeK.contains(k) {
             let i = mineK.order[s]
-            let row = sendKV.baseAddress! + k * (d + dv)
+            let row = sendKV.baseAddress! + (k < homeK.lowerBound ? k : k - homeK.count) * (d + dv)
             copyRow(from: ex.keyRow(h, myK.lowerBound + i), to: row, count: d)
             copyRow(from: ex.valueRow(h, myK.lowerBound + i), to: row + d, count: dv)
         }
-        // Where the received rows go: every rank knows every rank's positions from the counts.
-        let keyReceiveCounts: [Int]
-        (arrivingQ, queryReceiveCounts) = arrivals(queryLayout, offset: 0, spans: querySlots.spans)
-        (arrivingK, keyReceiveCounts) = arrivals(keyLayout, offset: buckets, spans: keySlots.spans)
+        // Where the rows go among this rank's blocks' rows: every rank knows every rank's
+        // positions from the counts. This rank's own rows arrive (in the rank-by-rank order) in
+        // the same order as it listed them for itself: ascending sorted position.
+        let allQ = arrivals(queryLayout, offset: 0, spans: querySlots.spans)
+        let allK = arrivals(keyLayout, offset: buckets, spans: keySlots.spans)
+        let ownQ = home(allQ.perRank), ownK = home(allK.perRank)
+        homeQuerySlots = Array(allQ.slots[ownQ])
+        homeKeySlots = Array(allK.slots[ownK])
+        homeKeyRows = sentK.order[homeK].map { myK.lowerBound + mineK.order[$0] }
+        arrivingQ = Array(allQ.slots[..<ownQ.lowerBound]) + allQ.slots[ownQ.upperBound...]
+        arrivingK = Array(allK.slots[..<ownK.lowerBound]) + allK.slots[ownK.upperBound...]
         querySendCounts = sentQ.counts
-        let keySendCounts = sentK.counts
+        queryReceiveCounts = allQ.perRank
+        querySendCounts[rank] = 0
+        queryReceiveCounts[rank] = 0
+        var keySendCounts = sentK.counts, keyReceiveCounts = allK.perRank
+        keySendCounts[rank] = 0
+        keyReceiveCounts[rank] = 0
         receivedQ = scratch.buffer(.receivedQ, set: bufferSet, count: arrivingQ.count * d)
         receivedKV = scratch.buffer(.receivedKV, set: bufferSet, count: arrivingK.count * (d + dv))
         exchangeRequests = [
@@ -312,7 +348,6 @@ final class DistributedRectangle {
                 into: receivedKV, partition: BufferPartition(counts: keyReceiveCounts.map { $0 * (d + dv) })),
         ]
         report.bytesSent += 4 * (sendQ.count + sendKV.count)
-        report.bytesSentToSelf += 4 * (querySendCounts[rank] * d + keySendCounts[rank] * (d + dv))
         report.bytesReceived += 4 * (receivedQ.count + receivedKV.count)
         report.exchangeSeconds += MPIEnvironment.wallTime - t
 
@@ -386,30 +421,45 @@ final class DistributedRectangle {
         }
         report.sampleGatherSeconds += MPIEnvironment.wallTime - t
 
-        // Where the row of each slot (this rank's blocks' rows in sorted order) arrived: the
-        // kernel reads rows there, so they are not copied again into sorted order.
+        // Where the row of each slot (this rank's blocks' rows in sorted order) is: where it
+        // arrived, or in this rank's shard. The kernel reads rows there, so they are not copied
+        // again into sorted order, and writes each query's (o[, lse]) where the results go back
+        // from: the arrival order, or, for this rank's own rows, `finish`'s order.
         t = MPIEnvironment.wallTime
-        func arrivalIndex(_ arriving: [Int]) -> [Int32] {
-            var index = [Int32](repeating: 0, count: arriving.count)
-            for (i, slot) in arriving.enumerated() { index[slot] = Int32(i) }
-            return index
+        let h = piece.head, ex = executor
+        let width = self.width, withLse = width == dv + 1
+        let back = scratch.buffer(.back, set: bufferSet, count: arrivingQ.count * width)
+        let kept = scratch.buffer(.kept, set: bufferSet, count: homeQuerySlots.count * width)
+        let rows = BlockRows(
+            querySlots: arrivingQ.count + homeQuerySlots.count, keySlots: arrivingK.count + homeKeySlots.count)
+        for (i, slot) in arrivingQ.enumerated() {
+            rows.query[slot] = UnsafePointer(receivedQ.baseAddress! + i * d)
+            rows.result[slot] = back.baseAddress! + i * width
         }
-        let queryArrival = arrivalIndex(arrivingQ)
-        let keyArrival = arrivalIndex(arrivingK)
+        for (k, slot) in homeQuerySlots.enumerated() {
+            rows.query[slot] = ex.queryRow(h, myQ.lowerBound + queryOrder[homeQueries.lowerBound + k])
+            rows.result[slot] = kept.baseAddress! + k * width
+        }
+        for (i, slot) in arrivingK.enumerated() {
+            rows.key[slot] = UnsafePointer(receivedKV.baseAddress! + i * (d + dv))
+            rows.value[slot] = UnsafePointer(receivedKV.baseAddress! + i * (d + dv) + d)
+        }
+        for (k, slot) in homeKeySlots.enumerated() {
+            rows.key[slot] = ex.keyRow(h, homeKeyRows[k])
+            rows.value[slot] = ex.valueRow(h, homeKeyRows[k])
+        }
+        homeQuerySlots = []
+        homeKeySlots = []
+        homeKeyRows = []
 
-        // The block kernel on this rank's blocks (in parallel over blocks), reading the rows
-        // where they arrived and writing each query's (o[, lse]) where its row arrived: the
-        // order in which results go back. A piece that does not merge sends o alone unless the
-        // caller asked for the lse.
-        let width = self.width, nq = self.nq, nk = self.nk, withLse = width == dv + 1
+        // The block kernel on this rank's blocks (in parallel over blocks). A piece that does
+        // not merge sends o alone unless the caller asked for the lse.
+        let nq = self.nq, nk = self.nk
         let querySlotBase = self.querySlotBase, keySlotBase = self.keySlotBase, partition = self.partition
         let controlVariate = self.controlVariate, nodeValueSum = self.nodeValueSum
-        let back = scratch.buffer(.back, set: bufferSet, count: arrivingQ.count * width)
         let blockList = myBlocks
         let pairCounter = PairCounter(count: blockList.count)
-        let ex = executor
         let scaleLog2 = ex.scaleLog2
-        let ptrs = BlockPointers(q: receivedQ.baseAddress!, kv: receivedKV.baseAddress!, back: back.baseAddress!)
         // Chunks of blocks, with the other rectangles' transfers polled between them.
         let chunk = max(4, 2 * ex.threads)
         var kernelSeconds = 0.0, pollSeconds = 0.0
@@ -424,8 +474,7 @@ final class DistributedRectangle {
                 let qSlot = querySlotBase[b], kSlot = keySlotBase[b]
                 ws.reserveGather(rows: max(kr.count, samples.positions.count))
                 for t in 0..<kr.count {
-                    let row = ptrs.kv + Int(keyArrival[kSlot + t]) * (d + dv)
-                    ws.gather(slot: t, key: row, value: row + d)
+                    ws.gather(slot: t, key: rows.key[kSlot + t], value: rows.value[kSlot + t])
                 }
                 let unmasked = ws.setSampleBias(samples, blockKeys: kr)
                 if controlVariate {
@@ -434,9 +483,9 @@ final class DistributedRectangle {
                 ws.runBlock(
                     queryCount: qr.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: kr.count, samples: sampleRows,
                     scaleLog2: scaleLog2, outsideCount: controlVariate ? nk - kr.count : nil,
-                    queryRow: { ptrs.q + Int(queryArrival[qSlot + $0]) * d },
+                    queryRow: { rows.query[qSlot + $0] },
                     emit: { i, o, l in
-                        let dst = ptrs.back + Int(queryArrival[qSlot + i]) * width
+                        let dst = rows.result[qSlot + i]
                         dst.update(from: o, count: dv)
                         if withLse { dst[dv] = l }
                     })
@@ -454,12 +503,12 @@ final class DistributedRectangle {
 
         // 6. Results back to the owners, in the order the rows arrived.
         t = MPIEnvironment.wallTime
-        returned = scratch.buffer(.returned, set: bufferSet, count: myQ.count * width)
+        returned = scratch.buffer(.returned, set: bufferSet, count: (myQ.count - homeQueries.count) * width)
+        keptResults = kept
         returnRequest = try comms.results.immediateAllToAllv(
             borrowing: UnsafeBufferPointer(back), partition: BufferPartition(counts: queryReceiveCounts.map { $0 * width }),
             into: returned, partition: BufferPartition(counts: querySendCounts.map { $0 * width }))
         report.bytesSent += 4 * back.count
-        report.bytesSentToSelf += 4 * queryReceiveCounts[comm.rank] * width
         report.bytesReceived += 4 * returned.count
         arrivingQ = []
         arrivingK = []
@@ -476,9 +525,10 @@ final class DistributedRectangle {
         report.waitSeconds += MPIEnvironment.wallTime - t
         let h = piece.head, ex = executor, dv = self.dv, width = self.width
         let withLse = width == dv + 1
-        let r = returned
+        let r = returned, home = homeQueries
         for (k, i) in queryOrder.enumerated() {
-            let row = r.baseAddress! + k * width
+            let row = home.contains(k) ? keptResults.baseAddress! + (k - home.lowerBound) * width
+                : r.baseAddress! + (k < home.lowerBound ? k : k - home.count) * width
             let token = myQ.lowerBound + i
             if withLse {
                 mergePartial(into: ex.outputRow(h, token), logSumExp: ex.lseEntry(h, token), partial: row,
@@ -489,22 +539,6 @@ final class DistributedRectangle {
         }
         queryOrder = []
         report.returnSeconds += MPIEnvironment.wallTime - t
-    }
-
-    /// Buckets of `count` rows, hashed in parallel chunks.
-    private func hash(_ lsh: SortLSH, count: Int, row: @escaping (Int) -> UnsafePointer<Float>) -> [UInt16] {
-        var buckets = [UInt16](repeating: 0, count: count)
-        let chunk = 2048
-        buckets.withUnsafeMutableBufferPointer { b in
-            let out = SendablePointer(b.baseAddress)
-            parallelFor((count + chunk - 1) / chunk, threads: executor.threads) { c, _ in
-                let rows = (c * chunk)..<min(count, (c + 1) * chunk)
-                let first = row(rows.lowerBound)
-                // Rows of one head are consecutive in the shard: hash them as a block.
-                lsh.hash(rows: first, count: rows.count, buckets: out.pointer! + rows.lowerBound) { $0 }
-            }
-        }
-        return buckets
     }
 }
 
@@ -527,11 +561,25 @@ struct PieceCommunicators {
     }
 }
 
-/// Pointers shared by the block workers (each writes disjoint result rows): received Q rows,
-/// received K|V rows, and the (o[, lse]) rows going back.
-struct BlockPointers: @unchecked Sendable {
-    let q: UnsafePointer<Float>, kv: UnsafePointer<Float>
-    let back: UnsafeMutablePointer<Float>
+/// Where the rows of each slot of a rank's blocks are (received, or in its own shard) and where
+/// each query's (o[, lse]) goes; shared by the block workers, which write disjoint result rows.
+final class BlockRows: @unchecked Sendable {
+    let query: UnsafeMutableBufferPointer<UnsafePointer<Float>>
+    let result: UnsafeMutableBufferPointer<UnsafeMutablePointer<Float>>
+    let key: UnsafeMutableBufferPointer<UnsafePointer<Float>>
+    let value: UnsafeMutableBufferPointer<UnsafePointer<Float>>
+    init(querySlots: Int, keySlots: Int) {
+        query = .allocate(capacity: querySlots)
+        result = .allocate(capacity: querySlots)
+        key = .allocate(capacity: keySlots)
+        value = .allocate(capacity: keySlots)
+    }
+    deinit {
+        query.deallocate()
+        result.deallocate()
+        key.deallocate()
+        value.deallocate()
+    }
 }
 
 struct SendablePointer<T>: @unchecked Sendable {

@@ -8,6 +8,11 @@ package final class PieceExecutor: @unchecked Sendable {
     let meter: ProgressMeter
     package let workspaces: PerWorker<TileWorkspace>
     private let pairs = Atomic<Int>(0)
+    /// Every stored row's bucket, hashed the first time a piece needs it (then shared by the
+    /// pieces and levels of the call).
+    package private(set) lazy var rowBuckets = RowBuckets(
+        bits: plan.options.lshBits, headDim: plan.shape.headDim, seed: plan.options.seed,
+        heads: plan.shape.batch * plan.shape.queryHeads, queryRows: io.queryRows, keyRows: io.keyRows)
 
     package var evaluatedPairs: Int { pairs.load(ordering: .relaxed) }
 
@@ -29,26 +34,14 @@ package final class PieceExecutor: @unchecked Sendable {
 
     /// Runs one level: pieces with disjoint query rows.
     package func run(_ pieces: [Piece]) {
-        // 1. sortLSH order and samples of every HyperAttention piece: hash rows in chunks of
-        //    every piece in parallel, then sort each piece.
+        // 1. sortLSH order and samples of every HyperAttention piece: the rows' buckets (hashed
+        //    in parallel chunks, once per call), then each piece sorted.
         let hyperIndices = pieces.indices.filter { pieces[$0].hyper }
-        let hashing = hyperIndices.map { HashingJob(plan: plan, piece: pieces[$0]) }
-        var chunks: [(job: Int, keys: Bool, rows: Range<Int>)] = []
-        let chunkRows = 2048
-        for (j, job) in hashing.enumerated() {
-            for (isKey, count) in [(false, job.piece.queries.count), (true, job.piece.keys.count)] {
-                for start in stride(from: 0, to: count, by: chunkRows) {
-                    chunks.append((j, isKey, start..<min(start + chunkRows, count)))
-                }
-            }
-        }
-        let hashChunks = chunks
-        parallelFor(hashChunks.count, threads: threads) { [self] i, _ in
-            let c = hashChunks[i]
-            let job = hashing[c.job]
-            let first = c.keys ? keyRow(job.piece.head, job.piece.keys.lowerBound) : queryRow(job.piece.head, job.piece.queries.lowerBound)
-            job.hash(first: first, keys: c.keys, rows: c.rows)
-        }
+        rowBuckets.prepare(hyperIndices.flatMap { [
+            RowBuckets.Need(head: pieces[$0].head, keys: false, rows: pieces[$0].queries),
+            RowBuckets.Need(head: pieces[$0].head, keys: true, rows: pieces[$0].keys),
+        ] }, threads: threads) { [self] h, keys, row in keys ? keyRow(h, row) : queryRow(h, row) }
+        let hashing = hyperIndices.map { HashingJob(plan: plan, piece: pieces[$0], buckets: rowBuckets) }
         let preparations = PreparationTable(count: pieces.count)
         parallelFor(hyperIndices.count, threads: threads) { [self] i, _ in
             preparations[hyperIndices[i]] = prepare(hashing[i])
@@ -229,40 +222,27 @@ package func addRows(_ rows: UnsafePointer<Float>, count: Int, width: Int, into 
     }
 }
 
-/// Hash buckets of one HyperAttention piece's query and key rows, filled chunk by chunk by
-/// several workers (disjoint rows), then sorted.
+/// The sortLSH order of one HyperAttention piece's query and key rows, from their buckets.
 final class HashingJob: @unchecked Sendable {
     let piece: Piece
     let node: UInt64
-    let lsh: SortLSH
-    let queryBuckets: UnsafeMutablePointer<UInt16>
-    let keyBuckets: UnsafeMutablePointer<UInt16>
+    let bucketCount: Int
+    let queryBuckets: UnsafePointer<UInt16>
+    let keyBuckets: UnsafePointer<UInt16>
 
-    init(plan: AttentionPlan, piece: Piece) {
+    init(plan: AttentionPlan, piece: Piece, buckets: RowBuckets) {
         self.piece = piece
         node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
-        lsh = SortLSH(bits: plan.options.lshBits, headDim: plan.shape.headDim, seed: plan.options.seed, head: piece.head)
-        queryBuckets = .allocate(capacity: max(1, piece.queries.count))
-        keyBuckets = .allocate(capacity: max(1, piece.keys.count))
-    }
-
-    deinit {
-        queryBuckets.deallocate()
-        keyBuckets.deallocate()
-    }
-
-    /// Hashes rows `rows` (relative to the piece's first query or key row, at `first`).
-    func hash(first: UnsafePointer<Float>, keys: Bool, rows: Range<Int>) {
-        let d = lsh.headDim
-        let out = keys ? keyBuckets : queryBuckets
-        lsh.hash(rows: first + rows.lowerBound * d, count: rows.count, buckets: out + rows.lowerBound) { $0 }
+        bucketCount = 1 << plan.options.lshBits
+        queryBuckets = buckets.buckets(head: piece.head, keys: false, from: piece.queries.lowerBound)
+        keyBuckets = buckets.buckets(head: piece.head, keys: true, from: piece.keys.lowerBound)
     }
 
     func sortedOrder(keys: Bool) -> [Int32] {
         let count = keys ? piece.keys.count : piece.queries.count
         var order = [Int32](repeating: 0, count: count)
         order.withUnsafeMutableBufferPointer { o in
-            SortLSH.sortedOrder(buckets: keys ? keyBuckets : queryBuckets, count: count, bucketCount: lsh.bucketCount, order: o.baseAddress!)
+            SortLSH.sortedOrder(buckets: keys ? keyBuckets : queryBuckets, count: count, bucketCount: bucketCount, order: o.baseAddress!)
         }
         return order
     }
