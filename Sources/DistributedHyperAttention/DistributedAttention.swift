@@ -434,7 +434,7 @@ func clamp(_ rows: Range<Int>, to bounds: Range<Int>) -> Range<Int> {
 /// transparent huge pages. Contents are not initialised.
 final class ExchangeScratch {
     enum Slot: Int, CaseIterable {
-        case sendQ, sendKV, receivedQ, receivedKV, back, returned, kept
+        case sendQ, sendKV, receivedQ, receivedKV, back, returned
     }
     /// Buffer sets: consecutive rectangles of the pipeline alternate between them.
     static let sets = 2

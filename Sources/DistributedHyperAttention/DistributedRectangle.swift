@@ -92,8 +92,6 @@ final class DistributedRectangle {
     // compute
     private var width = 0
     private var returned = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
-    /// The results of this rank's own query rows (not sent), in `queryOrder` from `homeQueries`.
-    private var keptResults = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
     private var returnRequest: Request?
 
     init(run: DistributedRun, piece: Piece, comms: PieceCommunicators, bufferSet: Int) {
@@ -424,21 +422,25 @@ final class DistributedRectangle {
         // Where the row of each slot (this rank's blocks' rows in sorted order) is: where it
         // arrived, or in this rank's shard. The kernel reads rows there, so they are not copied
         // again into sorted order, and writes each query's (o[, lse]) where the results go back
-        // from: the arrival order, or, for this rank's own rows, `finish`'s order.
+        // from (the arrival order), or, for this rank's own rows, merges it into the output as
+        // `finish` would (a level's pieces have disjoint query rows, and levels run one after
+        // another, so each row's merges keep the single-process order).
         t = MPIEnvironment.wallTime
         let h = piece.head, ex = executor
         let width = self.width, withLse = width == dv + 1
         let back = scratch.buffer(.back, set: bufferSet, count: arrivingQ.count * width)
-        let kept = scratch.buffer(.kept, set: bufferSet, count: homeQuerySlots.count * width)
         let rows = BlockRows(
             querySlots: arrivingQ.count + homeQuerySlots.count, keySlots: arrivingK.count + homeKeySlots.count)
         for (i, slot) in arrivingQ.enumerated() {
             rows.query[slot] = UnsafePointer(receivedQ.baseAddress! + i * d)
             rows.result[slot] = back.baseAddress! + i * width
+            rows.logSumExp[slot] = nil
         }
         for (k, slot) in homeQuerySlots.enumerated() {
-            rows.query[slot] = ex.queryRow(h, myQ.lowerBound + queryOrder[homeQueries.lowerBound + k])
-            rows.result[slot] = kept.baseAddress! + k * width
+            let token = myQ.lowerBound + queryOrder[homeQueries.lowerBound + k]
+            rows.query[slot] = ex.queryRow(h, token)
+            rows.result[slot] = ex.outputRow(h, token)
+            rows.logSumExp[slot] = ex.lseEntry(h, token)
         }
         for (i, slot) in arrivingK.enumerated() {
             rows.key[slot] = UnsafePointer(receivedKV.baseAddress! + i * (d + dv))
@@ -456,7 +458,7 @@ final class DistributedRectangle {
         // not merge sends o alone unless the caller asked for the lse.
         let nq = self.nq, nk = self.nk
         let querySlotBase = self.querySlotBase, keySlotBase = self.keySlotBase, partition = self.partition
-        let controlVariate = self.controlVariate, nodeValueSum = self.nodeValueSum
+        let controlVariate = self.controlVariate, nodeValueSum = self.nodeValueSum, merge = piece.merge
         let blockList = myBlocks
         let pairCounter = PairCounter(count: blockList.count)
         let scaleLog2 = ex.scaleLog2
@@ -486,8 +488,12 @@ final class DistributedRectangle {
                     queryRow: { rows.query[qSlot + $0] },
                     emit: { i, o, l in
                         let dst = rows.result[qSlot + i]
-                        dst.update(from: o, count: dv)
-                        if withLse { dst[dv] = l }
+                        if let lse = rows.logSumExp[qSlot + i] {
+                            finishRow(dst, lse, partial: o, partialLogSumExp: l, valueDim: dv, withLse: withLse, merge: merge)
+                        } else {
+                            dst.update(from: o, count: dv)
+                            if withLse { dst[dv] = l }
+                        }
                     })
                 pairCounter.set(b, qr.count * (kr.count + unmasked))
             }
@@ -504,7 +510,6 @@ final class DistributedRectangle {
         // 6. Results back to the owners, in the order the rows arrived.
         t = MPIEnvironment.wallTime
         returned = scratch.buffer(.returned, set: bufferSet, count: (myQ.count - homeQueries.count) * width)
-        keptResults = kept
         returnRequest = try comms.results.immediateAllToAllv(
             borrowing: UnsafeBufferPointer(back), partition: BufferPartition(counts: queryReceiveCounts.map { $0 * width }),
             into: returned, partition: BufferPartition(counts: querySendCounts.map { $0 * width }))
@@ -523,22 +528,31 @@ final class DistributedRectangle {
         try returnRequest!.wait()
         returnRequest = nil
         report.waitSeconds += MPIEnvironment.wallTime - t
-        let h = piece.head, ex = executor, dv = self.dv, width = self.width
+        let h = piece.head, ex = executor, dv = self.dv, width = self.width, merge = piece.merge
         let withLse = width == dv + 1
-        let r = returned, home = homeQueries
-        for (k, i) in queryOrder.enumerated() {
-            let row = home.contains(k) ? keptResults.baseAddress! + (k - home.lowerBound) * width
-                : r.baseAddress! + (k < home.lowerBound ? k : k - home.count) * width
+        // The rows sent to other ranks: `queryOrder` without this rank's own (merged already).
+        let home = homeQueries
+        for (k, i) in queryOrder.enumerated() where !home.contains(k) {
+            let row = returned.baseAddress! + (k < home.lowerBound ? k : k - home.count) * width
             let token = myQ.lowerBound + i
-            if withLse {
-                mergePartial(into: ex.outputRow(h, token), logSumExp: ex.lseEntry(h, token), partial: row,
-                             partialLogSumExp: row[dv], count: dv, merge: piece.merge)
-            } else {
-                ex.outputRow(h, token).update(from: row, count: dv)
-            }
+            finishRow(ex.outputRow(h, token), ex.lseEntry(h, token), partial: row, partialLogSumExp: withLse ? row[dv] : 0,
+                      valueDim: dv, withLse: withLse, merge: merge)
         }
         queryOrder = []
         report.returnSeconds += MPIEnvironment.wallTime - t
+    }
+}
+
+/// One query row's result into the output: lse-merged into the row's partial (or written, for
+/// its first piece) when the lse is wanted, else o alone.
+@inline(__always) private func finishRow(
+    _ output: UnsafeMutablePointer<Float>, _ lse: UnsafeMutablePointer<Float>, partial: UnsafePointer<Float>,
+    partialLogSumExp: Float, valueDim: Int, withLse: Bool, merge: Bool
+) {
+    if withLse {
+        mergePartial(into: output, logSumExp: lse, partial: partial, partialLogSumExp: partialLogSumExp, count: valueDim, merge: merge)
+    } else {
+        output.update(from: partial, count: valueDim)
     }
 }
 
@@ -562,21 +576,26 @@ struct PieceCommunicators {
 }
 
 /// Where the rows of each slot of a rank's blocks are (received, or in its own shard) and where
-/// each query's (o[, lse]) goes; shared by the block workers, which write disjoint result rows.
+/// each query's (o[, lse]) goes (a row to send back, or its output row); shared by the block
+/// workers, which write disjoint result rows.
 final class BlockRows: @unchecked Sendable {
     let query: UnsafeMutableBufferPointer<UnsafePointer<Float>>
     let result: UnsafeMutableBufferPointer<UnsafeMutablePointer<Float>>
+    /// The row's lse entry when `result` is its output row (this rank's own rows), else nil.
+    let logSumExp: UnsafeMutableBufferPointer<UnsafeMutablePointer<Float>?>
     let key: UnsafeMutableBufferPointer<UnsafePointer<Float>>
     let value: UnsafeMutableBufferPointer<UnsafePointer<Float>>
     init(querySlots: Int, keySlots: Int) {
         query = .allocate(capacity: querySlots)
         result = .allocate(capacity: querySlots)
+        logSumExp = .allocate(capacity: querySlots)
         key = .allocate(capacity: keySlots)
         value = .allocate(capacity: keySlots)
     }
     deinit {
         query.deallocate()
         result.deallocate()
+        logSumExp.deallocate()
         key.deallocate()
         value.deallocate()
     }
