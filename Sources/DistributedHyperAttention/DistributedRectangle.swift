@@ -501,7 +501,7 @@ final class DistributedRectangle {
                 let rows = (c * chunk)..<min(count, (c + 1) * chunk)
                 let first = row(rows.lowerBound)
                 // Rows of one head are consecutive in the shard: hash them as a block.
-                lsh.hash(rows: first, count: rows.count, buckets: out.pointer! + rows.lowerBound) { $0 }
+                lsh.hash(rows: first, count: rows.count, buckets: out.pointer! + rows.lowerBound)
             }
         }
         return buckets

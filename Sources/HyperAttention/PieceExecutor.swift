@@ -255,7 +255,7 @@ final class HashingJob: @unchecked Sendable {
     func hash(first: UnsafePointer<Float>, keys: Bool, rows: Range<Int>) {
         let d = lsh.headDim
         let out = keys ? keyBuckets : queryBuckets
-        lsh.hash(rows: first + rows.lowerBound * d, count: rows.count, buckets: out + rows.lowerBound) { $0 }
+        lsh.hash(rows: first + rows.lowerBound * d, count: rows.count, buckets: out + rows.lowerBound)
     }
 
     func sortedOrder(keys: Bool) -> [Int32] {
