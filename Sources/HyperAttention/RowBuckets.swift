@@ -100,5 +100,5 @@ private struct HashJob: @unchecked Sendable {
     let first: UnsafePointer<Float>
     let count: Int
     let out: UnsafeMutablePointer<UInt16>
-    func run() { lsh.hash(rows: first, count: count, buckets: out) { $0 } }
+    func run() { lsh.hash(rows: first, count: count, buckets: out) }
 }

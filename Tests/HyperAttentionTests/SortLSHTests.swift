@@ -71,6 +71,76 @@ struct SortLSHTests {
         }
     }
 
+    /// The order of operations, written out lane by lane: per hyperplane, 16 lanes of fused
+    /// multiply-adds over the 16-float chunks, the halving tree 16 → 8 → 4 → 2 → 1, then the tail
+    /// with a separate multiply and add.
+    static func scalarBucket(_ x: ArraySlice<Float>, directions w: [Float], d: Int, bits: Int) -> UInt16 {
+        var code = 0
+        for j in 0..<bits {
+            var lanes = [Float](repeating: 0, count: 16)
+            var c = 0
+            while c + 16 <= d {
+                for l in 0..<16 { lanes[l] = lanes[l].addingProduct(x[x.startIndex + c + l], w[j * d + c + l]) }
+                c += 16
+            }
+            var width = 16
+            while width > 1 {
+                width /= 2
+                for l in 0..<width { lanes[l] = lanes[l] + lanes[l + width] }
+            }
+            var dot = lanes[0]
+            while c < d {
+                let product = x[x.startIndex + c] * w[j * d + c]
+                dot = dot + product
+                c += 1
+            }
+            if dot > 0 { code |= 1 << j }
+        }
+        var rank = code, shift = 1
+        while (rank >> shift) != 0 { rank ^= rank >> shift; shift <<= 1 }
+        return UInt16(rank)
+    }
+
+    @Test("hash = the scalar order of operations, every bucket, incl. dot products at rounding level",
+          arguments: [64, 128, 40, 16, 8, 24, 80, 100, 1, 15, 17])
+    func hashMatchesScalar(d: Int) {
+        for bits in 1...16 {
+            let lsh = SortLSH(bits: bits, headDim: d, seed: 3 + UInt64(bits), head: d)
+            let n = bits <= 10 ? 240 : 64
+            var rows = TestData.gaussian([n, d], seed: UInt64(17 * d + bits)).scalars
+            // Rows whose dot product with one hyperplane is zero up to rounding: x − (x·w / w·w) w.
+            for r in stride(from: 0, to: n / 2, by: 1) {
+                let j = r % bits
+                var xw = 0.0, ww = 0.0
+                for e in 0..<d { xw += Double(rows[r * d + e]) * Double(lsh.directions[j * d + e]); ww += Double(lsh.directions[j * d + e] * lsh.directions[j * d + e]) }
+                for e in 0..<d { rows[r * d + e] -= Float(xw / ww) * lsh.directions[j * d + e] }
+            }
+            // Scaled rows (tiny, huge, subnormal), zero rows of both signs, non-finite entries.
+            for e in 0..<d {
+                rows[(n / 2) * d + e] *= 1e-30
+                rows[(n / 2 + 1) * d + e] *= 1e20
+                rows[(n / 2 + 2) * d + e] *= 1e-41
+                rows[(n / 2 + 3) * d + e] = 0
+                rows[(n / 2 + 4) * d + e] = -0.0
+            }
+            rows[(n / 2 + 5) * d] = .nan
+            rows[(n / 2 + 6) * d + d / 2] = .infinity
+            rows[(n / 2 + 7) * d + d - 1] = -.infinity
+            var contiguous = [UInt16](repeating: 0xFFFF, count: n), permuted = contiguous
+            let order = (0..<n).map { ($0 * 37 + 11) % n }  // gcd(37, n) = 1 for these n
+            rows.withUnsafeBufferPointer { x in
+                contiguous.withUnsafeMutableBufferPointer { b in lsh.hash(rows: x.baseAddress!, count: n, buckets: b.baseAddress!) }
+                permuted.withUnsafeMutableBufferPointer { b in lsh.hash(rows: x.baseAddress!, count: n, buckets: b.baseAddress!) { order[$0] } }
+            }
+            var mismatches = 0
+            for r in 0..<n {
+                let expected = Self.scalarBucket(rows[(r * d)..<((r + 1) * d)], directions: lsh.directions, d: d, bits: bits)
+                if contiguous[r] != expected || permuted[order.firstIndex(of: r)!] != expected { mismatches += 1 }
+            }
+            #expect(mismatches == 0, "d \(d), bits \(bits): \(mismatches) of \(n) rows differ")
+        }
+    }
+
     @Test("addRows sums each column in row order, in float64")
     func addRowsOrder() {
         let width = 37, count = 101
