@@ -75,6 +75,9 @@ public struct Tensor: @unchecked Sendable {
         return try body(UnsafeMutableBufferPointer(start: storage.pointer, count: storage.count))
     }
 
+    /// Whether no other copy of this tensor shares its storage (so writing to it copies nothing).
+    package mutating func hasUniqueStorage() -> Bool { isKnownUniquelyReferenced(&storage) }
+
     /// The tensor with a new shape of the same element count (no copy).
     public func reshaped(_ newShape: [Int]) throws -> Tensor {
         guard newShape.allSatisfy({ $0 >= 0 }), newShape.reduce(1, *) == count else {
