@@ -43,7 +43,13 @@ struct Hyperattn: ParsableCommand {
             // Under mpirun every rank parses the same arguments and fails the same way: rank 0 speaks.
             let env = ProcessInfo.processInfo.environment
             let rank = env["OMPI_COMM_WORLD_RANK"] ?? env["PMIX_RANK"] ?? "0"
-            if rank == "0" { FileHandle.standardError.write("hyperattn: error: \(line)\n".data(using: .utf8)!) }
+            if rank == "0" {
+                FileHandle.standardError.write("hyperattn: error: \(line)\n".data(using: .utf8)!)
+                // mpirun ends the job as soon as it sees this rank exit non-zero and can drop
+                // output it has not forwarded yet (seen once in CI: the line was lost); give its
+                // forwarding a moment first.
+                if env["OMPI_COMM_WORLD_RANK"] != nil || env["PMIX_RANK"] != nil { usleep(300_000) }
+            }
             Foundation.exit(status.rawValue)
         }
     }
