@@ -299,21 +299,20 @@ final class DistributedRectangle {
         // Q rows (d floats each) and K|V rows (d + d_v floats each) for other ranks, grouped by
         // destination, through buffers reused by every rectangle of the call (fresh pages would
         // be zeroed by the kernel on first touch, every time). Rows this rank keeps (its blocks'
-        // rows it holds itself) are not copied or sent: the kernel reads them in the shard, and
-        // their results go straight to where `finish` reads them.
+        // rows it holds itself) are not copied or sent: the kernel reads them in the shard and
+        // merges their results straight into the output.
         let sentQ = sendOrder(mineQ.positions, length: nq), sentK = sendOrder(mineK.positions, length: nk)
         queryOrder = sentQ.order.map { mineQ.order[$0] }
         let homeQ = home(sentQ.counts), homeK = home(sentK.counts)
         homeQueries = homeQ
         let sendQ = scratch.buffer(.sendQ, set: bufferSet, count: (myQ.count - homeQ.count) * d)
         for (k, i) in queryOrder.enumerated() where !homeQ.contains(k) {
-            let packed = k < homeQ.lowerBound ? k : k - homeQ.count
-            copyRow(from: ex.queryRow(h, myQ.lowerBound + i), to: sendQ.baseAddress! + packed * d, count: d)
+            copyRow(from: ex.queryRow(h, myQ.lowerBound + i), to: sendQ.baseAddress! + packedIndex(k, without: homeQ) * d, count: d)
         }
         let sendKV = scratch.buffer(.sendKV, set: bufferSet, count: (myK.count - homeK.count) * (d + dv))
         for (k, s) in sentK.order.enumerated() where !homeK.contains(k) {
             let i = mineK.order[s]
-            let row = sendKV.baseAddress! + (k < homeK.lowerBound ? k : k - homeK.count) * (d + dv)
+            let row = sendKV.baseAddress! + packedIndex(k, without: homeK) * (d + dv)
             copyRow(from: ex.keyRow(h, myK.lowerBound + i), to: row, count: d)
             copyRow(from: ex.valueRow(h, myK.lowerBound + i), to: row + d, count: dv)
         }
@@ -533,7 +532,7 @@ final class DistributedRectangle {
         // The rows sent to other ranks: `queryOrder` without this rank's own (merged already).
         let home = homeQueries
         for (k, i) in queryOrder.enumerated() where !home.contains(k) {
-            let row = returned.baseAddress! + (k < home.lowerBound ? k : k - home.count) * width
+            let row = returned.baseAddress! + packedIndex(k, without: home) * width
             let token = myQ.lowerBound + i
             finishRow(ex.outputRow(h, token), ex.lseEntry(h, token), partial: row, partialLogSumExp: withLse ? row[dv] : 0,
                       valueDim: dv, withLse: withLse, merge: merge)
@@ -541,6 +540,12 @@ final class DistributedRectangle {
         queryOrder = []
         report.returnSeconds += MPIEnvironment.wallTime - t
     }
+}
+
+/// Where entry `k` of a list is once the entries `skipped` (a run inside it) are left out; `k`
+/// itself is not in `skipped`.
+@inline(__always) private func packedIndex(_ k: Int, without skipped: Range<Int>) -> Int {
+    k < skipped.lowerBound ? k : k - skipped.count
 }
 
 /// One query row's result into the output: lse-merged into the row's partial (or written, for
@@ -599,11 +604,6 @@ final class BlockRows: @unchecked Sendable {
         key.deallocate()
         value.deallocate()
     }
-}
-
-struct SendablePointer<T>: @unchecked Sendable {
-    let pointer: UnsafeMutablePointer<T>?
-    init(_ pointer: UnsafeMutablePointer<T>?) { self.pointer = pointer }
 }
 
 /// Per-block pair counts written by workers, summed after.

@@ -65,7 +65,7 @@ package final class RowBuckets: @unchecked Sendable {
     /// Hashes, on `threads` workers, every chunk of the needed rows not hashed yet. `row(head,
     /// keys, stored row)` is the row's first float (rows of one head and side are consecutive).
     package func prepare(_ needs: [Need], threads: Int, row: (Int, Bool, Int) -> UnsafePointer<Float>) {
-        var jobs: [(head: Int, keys: Bool, rows: Range<Int>, first: UnsafePointer<Float>, out: UnsafeMutablePointer<UInt16>)] = []
+        var work: [HashJob] = []
         for need in needs where !need.rows.isEmpty {
             let side = need.keys ? keyRows : queryRows
             precondition(need.rows.lowerBound >= side.lowerBound && need.rows.upperBound <= side.upperBound,
@@ -79,11 +79,10 @@ package final class RowBuckets: @unchecked Sendable {
                 if need.keys { keyDone[flag] = true } else { queryDone[flag] = true }
                 let local = (c * RowBuckets.chunkRows)..<min(side.count, (c + 1) * RowBuckets.chunkRows)
                 let out = (need.keys ? keyBuckets : queryBuckets).baseAddress! + need.head * side.count + local.lowerBound
-                jobs.append((need.head, need.keys, local, row(need.head, need.keys, side.lowerBound + local.lowerBound), out))
+                work.append(HashJob(lsh: lsh(head: need.head), first: row(need.head, need.keys, side.lowerBound + local.lowerBound),
+                                    count: local.count, out: out))
             }
-            _ = lsh(head: need.head)
         }
-        let work = jobs.map { job in HashJob(lsh: lsh(head: job.head), first: job.first, count: job.rows.count, out: job.out) }
         parallelFor(work.count, threads: threads) { i, _ in work[i].run() }
     }
 
