@@ -57,15 +57,18 @@ package struct AttentionPlan {
         return [leaves] + rectangles.reversed().filter { !$0.isEmpty }
     }
 
-    func run(query: Tensor, key: Tensor, value: Tensor, progress: (@Sendable (Double) -> Void)?) -> AttentionResult {
+    /// Runs the call, writing every element of `output` (`[..., n_q, d_v]`, the query's rank)
+    /// and `lse` (the query's shape without its last dimension), whatever they held before.
+    /// The shapes must have been checked by the caller.
+    func run(query: Tensor, key: Tensor, value: Tensor, output: inout Tensor, lse: inout Tensor,
+             progress: (@Sendable (Double) -> Void)?) -> AttentionStats {
         let heads = shape.batch * shape.queryHeads
-        var outShape = query.shape
-        outShape[outShape.count - 1] = shape.valueDim
-        // Not zero-filled here: every row is written by the first piece that covers it (exact
-        // tiles, LSH blocks and causal leaves each cover all rows), so the pages are first
-        // touched by the workers, in parallel.
-        var output = Tensor(shape: outShape) { _ in }
-        var lse = Tensor(shape: Array(query.shape.dropLast()), repeating: -.infinity)
+        precondition(output.count == heads * shape.queryCount * shape.valueDim && lse.count == heads * shape.queryCount,
+                     "AttentionPlan.run: output \(output.shape) or lse \(lse.shape) does not fit \(shape)")
+        // The output is not cleared: every row is written (not merged) by the first piece that
+        // covers it (exact tiles, LSH blocks and causal leaves each cover all rows). The lse is:
+        // merging pieces read it, and a row's first piece sees -inf there, as in a fresh call.
+        lse.withUnsafeMutableBufferPointer { $0.update(repeating: -.infinity) }
         // Levels of all heads, merged level by level (heads never share rows).
         var levelsAll: [[Piece]] = []
         for h in 0..<heads {
@@ -86,7 +89,7 @@ package struct AttentionPlan {
         }
         stats.flops = Double(stats.evaluatedPairs) * 2 * Double(shape.headDim + shape.valueDim)
         progress?(1)
-        return AttentionResult(output: output, logSumExp: lse, stats: stats)
+        return stats
     }
 
     /// Approximate work of a piece, in query–key pairs (for progress and scheduling).
