@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """Plots a scaling sweep (the JSON of scripts/scaling-sweep.py) as PNG and SVG.
 
-    scripts/plot-scaling.py SWEEP.json [--out-dir DIR] [--name STEM] [--formats png,svg]
+    scripts/plot-scaling.py SWEEP.json [MORE.json ...] [--out-dir DIR] [--name STEM] [--formats png,svg]
+
+Several JSONs (sweeps of one machine, e.g. a strong and a weak one) are drawn as one sweep.
 
 Figures (each STEM-<figure>.png and .svg; STEM defaults to the JSON's file name without .json):
   time         seconds vs ranks, log-log, ideal line (strong: T1/P; weak: T1), strong | weak
-  efficiency   parallel efficiency vs ranks (strong: T1/(P*TP); weak: T1/TP), strong | weak
+  efficiency   parallel efficiency vs ranks (strong: T1/(P*TP); weak: T1/TP), strong | weak; below it,
+               the fraction of the FMA peak measured in the same run over P=1's (peakEfficiency:
+               the host's slower clocks at high P divided out; fair for O(n^2) ring in weak sweeps)
   bytes        bytes sent per rank (max over ranks) vs ranks, hyper's bound dotted, strong | weak
   hyper-vs-ring  time of hyper and ring at the same n (top) and ring/hyper time ratio (bottom)
   phases       hyper's per-phase times (max over ranks) for every P, strong | weak
@@ -63,16 +67,19 @@ class Sweep:
         self.fill_throughput_efficiency()
 
     def fill_throughput_efficiency(self):
-        """(GFLOP/s_P/P)/(GFLOP/s_0/P0) for sweeps written before scaling-sweep.py recorded it."""
+        """(GFLOP/s_P/P)/(GFLOP/s_0/P0), and the same per measured FMA peak, for sweeps written
+        before scaling-sweep.py recorded them."""
         def key(r):
             return (r["kind"], r["mode"], r["causal"], r["baseN"], r.get("bind"), r.get("threadsPerRank"))
         by_key = {(key(r), r["ranks"]): r for r in self.ok}
         for r in self.ok:
-            if "throughputEfficiency" in r:
-                continue
             base = by_key.get((key(r), r.get("baselineRanks")))
-            if base and base.get("gflops") and r.get("gflops"):
+            if not base:
+                continue
+            if "throughputEfficiency" not in r and base.get("gflops") and r.get("gflops"):
                 r["throughputEfficiency"] = (r["gflops"] / r["ranks"]) / (base["gflops"] / base["ranks"])
+            if r.get("peakEfficiency") is None and base.get("fractionOfPeak") and r.get("fractionOfPeak"):
+                r["peakEfficiency"] = r["fractionOfPeak"] / base["fractionOfPeak"]
 
     def color(self, mode: str) -> str:
         if mode in MODE_COLORS:
@@ -134,7 +141,7 @@ class Sweep:
             cpu = f"{len(hosts)} host(s) from {s.get('hostfile')}; launch node: " + cpu
         bits = [cpu,
                 f"b=1, h={s.get('heads')}, d={s.get('d')}, {', '.join(str(t) for t in self.threads)} thread(s)/rank, "
-                f"best of {s.get('repeats')}",
+                f"best of {'/'.join(str(x) for x in self.doc.get('repeatsList', [s.get('repeats')]))}",
                 f"{(self.doc.get('date') or '')[:10]}, git {g.get('describe') or (g.get('commit') or '?')[:10]}"]
         if not self.doc.get("finished"):
             bits.append("PARTIAL sweep")
@@ -252,23 +259,17 @@ def plot_time(sweep: Sweep, stem, formats):
 
 
 def plot_efficiency(sweep: Sweep, stem, formats):
-    """Top: time efficiency. Bottom (weak only, where it differs): useful GFLOP/s per rank over P=1's,
-    which is the fair efficiency of an O(n^2) method such as ring, whose work per rank grows like P."""
-    weak_throughput = "weak" in sweep.kinds and any(
-        r.get("throughputEfficiency") is not None for r in sweep.ok if r["kind"] == "weak")
-    rows_n = 2 if weak_throughput else 1
+    """Top: time efficiency. Bottom: the fraction of the FMA peak measured in the same run over
+    P=1's (peakEfficiency), which divides out a shared host's slower clocks at high P and, being
+    per useful FLOP, is also the fair efficiency of an O(n^2) method such as ring in a weak sweep.
+    Sweeps without peak figures fall back to useful GFLOP/s per rank (throughputEfficiency)."""
+    has_peak = any(r.get("peakEfficiency") is not None for r in sweep.ok)
+    second = "peakEfficiency" if has_peak else "throughputEfficiency"
+    rows_n = 2 if any(r.get(second) is not None for r in sweep.ok) else 1
     fig, axes = plt.subplots(rows_n, len(sweep.kinds), squeeze=False,
                              figsize=(max(7.5, 6.6 * len(sweep.kinds)), 6.2 if rows_n == 1 else 11))
     for col, kind in enumerate(sweep.kinds):
-        panels = [("efficiency", axes[0][col])]
-        if rows_n == 2:
-            if kind == "weak":
-                panels.append(("throughputEfficiency", axes[1][col]))
-            else:
-                axes[1][col].axis("off")
-                axes[1][col].text(0.5, 0.5, "strong scaling: the work is the same at every P,\n"
-                                  "so throughput efficiency = efficiency (above)", ha="center", va="center",
-                                  transform=axes[1][col].transAxes, color="#777777")
+        panels = [("efficiency", axes[0][col])] + ([(second, axes[1][col])] if rows_n == 2 else [])
         for field, ax in panels:
             series = sweep.series(kind)
             if not series:
@@ -289,6 +290,10 @@ def plot_efficiency(sweep: Sweep, stem, formats):
             if field == "efficiency":
                 ax.set_ylabel("parallel efficiency " + ("T1 / (P·TP)" if kind == "strong" else "T1 / TP"))
                 ax.set_title(KIND_TITLES[kind] + ": time efficiency", fontsize=10.5)
+            elif field == "peakEfficiency":
+                ax.set_ylabel("fraction of FMA peak at P / at P=1")
+                ax.set_title(KIND_TITLES[kind] + ": against the FMA peak measured in the same run",
+                             fontsize=10.5)
             else:
                 ax.set_ylabel("throughput efficiency (GFLOP/s_P / P) / GFLOP/s_1")
                 ax.set_title(KIND_TITLES[kind] + ": useful GFLOP/s per rank vs P=1 "
@@ -423,25 +428,62 @@ def plot_phases(sweep: Sweep, stem, formats, mode="hyper"):
                   stem + f"-phases-{mode}", formats)
 
 
+def merge_sweeps(docs: list[dict], paths: list[str]) -> dict:
+    """One sweep document from several of the same machine: the first's metadata, every run.
+    Raises ValueError when the CPU models or head settings differ, or a point appears twice."""
+    if len(docs) == 1:
+        return docs[0]
+    first = docs[0]
+    merged = dict(first)
+    merged["runs"] = []
+    seen = {}
+    for doc, path in zip(docs, paths):
+        for field, get in (("CPU model", lambda d: d.get("machine", {}).get("cpuModel")),
+                           ("heads", lambda d: d.get("settings", {}).get("heads")),
+                           ("d", lambda d: d.get("settings", {}).get("d"))):
+            if get(doc) != get(first):
+                raise ValueError(f"{path}: {field} {get(doc)!r} differs from {paths[0]}'s {get(first)!r}")
+        for r in doc["runs"]:
+            point = (r["kind"], r["mode"], r["causal"], r["baseN"], r["ranks"], r.get("bind"), r.get("threadsPerRank"))
+            if point in seen:
+                raise ValueError(f"{path}: {point[0]} {point[1]} causal={point[2]} n={point[3]} P={point[4]} "
+                                 f"is also in {seen[point]}")
+            seen[point] = path
+            merged["runs"].append(r)
+    merged["finished"] = all(d.get("finished") for d in docs)
+    merged["repeatsList"] = sorted({d.get("settings", {}).get("repeats") for d in docs} - {None})
+    commits = sorted({(d.get("git") or {}).get("describe") or "?" for d in docs})
+    merged["git"] = dict(first.get("git") or {}, describe="+".join(commits))
+    return merged
+
+
 def main(argv):
     ap = argparse.ArgumentParser(prog="scripts/plot-scaling.py", description=__doc__.split("\n\n")[0])
-    ap.add_argument("json", help="the sweep's JSON (scripts/scaling-sweep.py --out PREFIX writes PREFIX.json)")
+    ap.add_argument("json", nargs="+", help="the sweep's JSON (scripts/scaling-sweep.py --out PREFIX writes "
+                    "PREFIX.json); several are drawn as one sweep (same machine)")
     ap.add_argument("--out-dir", help="directory for the figures (default: next to the JSON)")
     ap.add_argument("--name", help="file name stem (default: the JSON's name without .json)")
     ap.add_argument("--formats", default="png,svg", help="comma-separated: png, svg, pdf (default png,svg)")
     args = ap.parse_args(argv)
+    docs = []
+    for path in args.json:
+        try:
+            with open(path, encoding="utf-8") as f:
+                docs.append(json.load(f))
+        except (OSError, ValueError) as e:
+            print(f"plot-scaling: error: {path}: {e}", file=sys.stderr)
+            return 2
+        if not docs[-1].get("runs"):
+            print(f"plot-scaling: error: {path} has no runs", file=sys.stderr)
+            return 2
     try:
-        with open(args.json, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError) as e:
-        print(f"plot-scaling: error: {args.json}: {e}", file=sys.stderr)
+        doc = merge_sweeps(docs, args.json)
+    except ValueError as e:
+        print(f"plot-scaling: error: {e}", file=sys.stderr)
         return 2
-    if not doc.get("runs"):
-        print(f"plot-scaling: error: {args.json} has no runs", file=sys.stderr)
-        return 2
-    out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.json))
+    out_dir = args.out_dir or os.path.dirname(os.path.abspath(args.json[0]))
     os.makedirs(out_dir, exist_ok=True)
-    name = args.name or os.path.basename(args.json).removesuffix(".json")
+    name = args.name or os.path.basename(args.json[0]).removesuffix(".json")
     stem = os.path.join(out_dir, name)
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     sweep = Sweep(doc)

@@ -498,12 +498,16 @@ def derive(runs: list[dict]) -> None:
             r["baselineRanks"] = base["ranks"] if base else None
             r["baselineSeconds"] = base["seconds"] if base else None
             if not base or r.get("status") != "ok" or not r.get("seconds"):
-                r["speedup"] = r["efficiency"] = r["throughputEfficiency"] = None
+                r["speedup"] = r["efficiency"] = r["throughputEfficiency"] = r["peakEfficiency"] = None
                 continue
             # Useful GFLOP/s per rank against the baseline's: the efficiency that accounts for the
             # work growing faster than n (ring's exact O(n^2) in a weak sweep: T grows like P).
             g0, gp = base.get("gflops"), r.get("gflops")
             r["throughputEfficiency"] = (gp / r["ranks"]) / (g0 / base["ranks"]) if g0 and gp else None
+            # The same against the FMA peak each run measured (all its ranks at once): on a shared
+            # machine whose cores slow down when many are busy, what the code loses, not the host.
+            f0, fp = base.get("fractionOfPeak"), r.get("fractionOfPeak")
+            r["peakEfficiency"] = fp / f0 if f0 and fp else None
             p0, t0, p, tp = base["ranks"], base["seconds"], r["ranks"], r["seconds"]
             if r["kind"] == "strong":
                 r["speedup"] = (t0 / tp) * p0           # = T1/TP when the baseline is P=1
@@ -515,7 +519,7 @@ def derive(runs: list[dict]) -> None:
 
 CSV_COLUMNS = [
     "kind", "mode", "causal", "ranks", "threadsPerRank", "n", "nPerRank", "bind", "bindTo", "oversubscribed", "status",
-    "exitCode", "wallSeconds", "seconds", "speedup", "efficiency", "throughputEfficiency", "baselineRanks", "baselineSeconds", "gflops",
+    "exitCode", "wallSeconds", "seconds", "speedup", "efficiency", "throughputEfficiency", "peakEfficiency", "baselineRanks", "baselineSeconds", "gflops",
     "peakGflops", "fractionOfPeak", "evaluatedPairs", "hashSecondsMax", "exchangeSecondsMax",
     "sampleGatherSecondsMax", "computeSecondsMax", "computeSecondsMean", "returnSecondsMax", "totalSecondsMax",
     "bytesSentMax", "bytesSentMean", "bytesReceivedMax", "bytesReceivedMean", "byteBoundMax",
@@ -670,6 +674,10 @@ def main(argv: list[str]) -> int:
             "throughputEfficiency": "useful GFLOP/s per rank over the baseline's, (G_P/P)/(G_1/1): equals efficiency "
                                     "when the work is the same (strong) or proportional to n (hyper, weak); for ring "
                                     "in a weak sweep the work grows like n^2, so this, not T1/TP, is its efficiency",
+            "peakEfficiency": "fraction of the FMA peak measured in the same run (all ranks at once) over the "
+                              "baseline's: throughputEfficiency with each run's useful GFLOP/s divided by the peak "
+                              "its cores gave at that moment, so a shared host's slower clocks at high P are "
+                              "divided out and what remains is the code's own loss",
             "bind": "requested: auto (core when ranks*threads <= cores, else none), core or none; bindTo: what mpirun got",
             "baseline": "T1 = the P=1 run of the same (kind, mode, causal, n or nPerRank, bind, threads); "
                         "if it failed, the smallest P that succeeded (baselineRanks; then S and E are relative to it)",
