@@ -27,6 +27,36 @@ struct Case {
     var placement = BlockPlacement.rowLocality
 }
 
+/// Calls `ring` again, as the first call did, and checks every rank's rows bit for bit against
+/// that call's `first` result: once while the caller still holds `first` (fresh tensors), and
+/// once after dropping the result of a call on an all-NaN query, whose output and lse tensors
+/// (all NaN) the instance then reuses. Collective; returns (ok on every rank, a description).
+func checkRepeatedRing(_ ring: RingAttention, query: Tensor, key: Tensor, value: Tensor, first: DistributedResult) throws -> (Bool, String) {
+    func same(_ a: DistributedResult, _ b: DistributedResult) -> Bool {
+        a.output.shape == b.output.shape && a.logSumExp.shape == b.logSumExp.shape
+            && a.output.scalars.map(\.bitPattern) == b.output.scalars.map(\.bitPattern)
+            && a.logSumExp.scalars.map(\.bitPattern) == b.logSumExp.scalars.map(\.bitPattern)
+    }
+    let holding = same(try ring.run(query: query, key: key, value: value, logSumExp: true), first)
+    var poisoned = 0
+    do {
+        let nan = try ring.run(query: Tensor(shape: query.shape, repeating: .nan), key: key, value: value, logSumExp: true)
+        poisoned = Int(bitPattern: nan.output.unsafeStoragePointer)
+    }
+    let again = try ring.run(query: query, key: key, value: value, logSumExp: true)
+    // The NaN call's tensors were dropped, so this call wrote into them.
+    let reused = Int(bitPattern: again.output.unsafeStoragePointer) == poisoned
+    let dropped = same(again, first)
+    // 1 where some rank failed.
+    let world = Communicator.world
+    let holdingFailed = try world.allReduce(holding ? 0 : 1, operation: .max)
+    let droppedFailed = try world.allReduce(dropped ? 0 : 1, operation: .max)
+    let notReused = try world.allReduce(reused ? 0 : 1, operation: .max)
+    return (holdingFailed + droppedFailed + notReused == 0,
+            "second call holding the first \(holdingFailed == 0 ? "bit-identical" : "DIFFERS"), "
+            + "after dropping a NaN call's result \(droppedFailed == 0 ? "bit-identical" : "DIFFERS") (tensors \(notReused == 0 ? "reused" : "NOT reused"))")
+}
+
 func cases(full: Bool) -> [Case] {
     var list: [Case] = []
     for causal in [false, true] {
@@ -103,6 +133,13 @@ do {
         }
         let result = try dist.run(query: q.rows(dist.localQueryChunks), key: k.rows(dist.localKeyChunks),
                                   value: v.rows(dist.localKeyChunks), logSumExp: true)
+        // Ring attention called again on the same instance: the same bits.
+        if let ring = dist as? RingAttention {
+            let (ok, detail) = try checkRepeatedRing(ring, query: q.rows(dist.localQueryChunks), key: k.rows(dist.localKeyChunks),
+                                                     value: v.rows(dist.localKeyChunks), first: result)
+            if ok { passed += 1 } else { failed += 1 }
+            if world.rank == 0 { print("\(ok ? "ok  " : "FAIL") P=\(world.size) \(c.name) repeated: \(detail)") }
+        }
         // The same case dealt by equal work, for the unequal-speed check.
         var equalWorkPairs = 0
         if c.unequalSpeeds {

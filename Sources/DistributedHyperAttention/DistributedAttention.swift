@@ -109,10 +109,10 @@ public struct DistributedAttention: SequenceParallelAttention {
         let start = MPIEnvironment.wallTime
         // Every local row is written by its first piece (as in one process), so no zero fill.
         // The previous call's tensors are reused when the caller has let go of them.
-        var output = scratch.takeOutput(shape: [shape.batch, shape.queryHeads, localQueries.count, shape.valueDim])
-        var lse = scratch.takeLogSumExp(shape: [shape.batch, shape.queryHeads, localQueries.count])
+        var output = scratch.results.takeOutput(shape: [shape.batch, shape.queryHeads, localQueries.count, shape.valueDim])
+        var lse = scratch.results.takeLogSumExp(shape: [shape.batch, shape.queryHeads, localQueries.count])
         lse.withUnsafeMutableBufferPointer { $0.update(repeating: -.infinity) }
-        defer { scratch.keep(output: output, logSumExp: lse) }
+        defer { scratch.results.keep(output: output, logSumExp: lse) }
         let plan = AttentionPlan(shape: shape, options: options)
         try withAttentionIO(query: query, key: key, value: value, output: &output, lse: &lse,
                             queryRows: localQueries, keyRows: localKeys) { io in
@@ -467,10 +467,29 @@ final class ExchangeScratch {
         return max(2, Int64(kernelPairs / kernelSeconds))
     }
 
-    /// The last call's output and lse tensors. A call takes them (so that it holds the only
-    /// reference if the caller has dropped the result it returned them in) and writes into them
-    /// when nobody else holds them: fresh memory is faulted in page by page at first touch,
-    /// measured 6-8% of a call on a 2-core VM (n = 2^18, h = 8, one rank).
+    /// The last call's output and lse tensors, reused by the next call when the caller has
+    /// dropped them.
+    let results = KeptResults()
+
+    /// The buffer of `slot` in buffer set `set`, with room for at least `count` floats (valid
+    /// until the next call for the same slot and set with a larger count). Tensor storage:
+    /// 2 MiB-aligned and offered to huge pages when large.
+    func buffer(_ slot: Slot, set: Int, count: Int) -> UnsafeMutableBufferPointer<Float> {
+        let i = set * Slot.allCases.count + slot.rawValue
+        if buffers[i].map({ $0.count < count }) ?? true {
+            buffers[i] = Tensor(shape: [max(count, 1)]) { _ in }
+        }
+        return UnsafeMutableBufferPointer(start: buffers[i]!.unsafeStoragePointer, count: count)
+    }
+}
+
+/// The last call's output and lse tensors of a distributed attention instance
+/// (`DistributedAttention`, `RingAttention`), for the next call to write into. A call takes them
+/// (so that it holds the only reference if the caller has dropped the result it returned them
+/// in) and writes into them when nobody else holds them: fresh memory is faulted in page by
+/// page at first touch, measured 6-8% of a call on a 2-core VM (n = 2^18, h = 8, one rank).
+/// Contents are not initialised: the caller resets what its algorithm reads. One call at a time.
+final class KeptResults {
     private var keptOutput: Tensor?, keptLogSumExp: Tensor?
 
     /// A tensor of `shape` for a call's output: the last call's if it has that shape and no
@@ -488,16 +507,5 @@ final class ExchangeScratch {
     func keep(output: Tensor, logSumExp: Tensor) {
         keptOutput = output
         keptLogSumExp = logSumExp
-    }
-
-    /// The buffer of `slot` in buffer set `set`, with room for at least `count` floats (valid
-    /// until the next call for the same slot and set with a larger count). Tensor storage:
-    /// 2 MiB-aligned and offered to huge pages when large.
-    func buffer(_ slot: Slot, set: Int, count: Int) -> UnsafeMutableBufferPointer<Float> {
-        let i = set * Slot.allCases.count + slot.rawValue
-        if buffers[i].map({ $0.count < count }) ?? true {
-            buffers[i] = Tensor(shape: [max(count, 1)]) { _ in }
-        }
-        return UnsafeMutableBufferPointer(start: buffers[i]!.unsafeStoragePointer, count: count)
     }
 }

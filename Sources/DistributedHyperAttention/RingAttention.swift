@@ -20,11 +20,18 @@ import MPI
 ///
 /// The result equals the single-process exact attention to fp32 rounding (the merges add in
 /// another order); with one rank it is the single-process kernel.
+///
+/// Like `DistributedAttention`, an instance keeps its last call's output and lse tensors and
+/// the next call writes into them if the caller has dropped every copy (fresh pages are faulted
+/// in at first touch); the results are the same bit for bit either way.
 public struct RingAttention: SequenceParallelAttention {
     public let communicator: Communicator
     public let shape: AttentionShape
     /// The options in effect: `mode` is always `.exact`; `causal`, `scale` and `threads` are used.
     public let options: AttentionOptions
+    /// The last call's output and lse tensors, kept from call to call (freed with the last copy
+    /// of this value). One call at a time per instance.
+    let results: KeptResults
 
     /// Message tag of the ring transfers.
     static let tag = 17
@@ -39,6 +46,7 @@ public struct RingAttention: SequenceParallelAttention {
         self.communicator = communicator
         self.shape = shape
         self.options = exact
+        results = KeptResults()
     }
 
     /// The token chunks that `rank` of `ranks` owns of a side of length `count`, in storage order.
@@ -76,10 +84,21 @@ public struct RingAttention: SequenceParallelAttention {
         let d = shape.headDim, dv = shape.valueDim
         let myQueries = queryChunks(rank: r)
 
-        // Local layout: Q, O and lse per query chunk; two K|V message buffers (ping-pong).
+        // O and lse in the shard layout, the previous call's if the caller has let go of them.
+        // Every row is written (not merged) by its first piece, which sees lse = −inf: all
+        // rows have one (each sees all keys, or causal its own), so only the lse is reset;
+        // with no keys at all nothing is written and O is zeroed, as a fresh tensor would be.
+        let localRows = myQueries.reduce(0) { $0 + $1.count }
+        var output = results.takeOutput(shape: [shape.batch, shape.queryHeads, localRows, dv])
+        var lse = results.takeLogSumExp(shape: [shape.batch, shape.queryHeads, localRows])
+        lse.withUnsafeMutableBufferPointer { $0.update(repeating: -.infinity) }
+        if shape.keyCount == 0 { output.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
+        defer { results.keep(output: output, logSumExp: lse) }
+
+        // Two K|V message buffers (ping-pong).
         var t = MPIEnvironment.wallTime
-        let rows = RingRows(query: query, queryChunks: myQueries, key: key, value: value, keyChunks: keyChunks(rank: r),
-                            messageCapacity: (0..<p).map(messageCount(rank:)).max() ?? 0)
+        let rows = RingRows(query: query, output: output, logSumExp: lse, queryChunks: myQueries, key: key, value: value,
+                            keyChunks: keyChunks(rank: r), messageCapacity: (0..<p).map(messageCount(rank:)).max() ?? 0)
         report.exchangeSeconds += MPIEnvironment.wallTime - t
 
         let plan = AttentionPlan(shape: shape, options: options)
@@ -117,9 +136,6 @@ public struct RingAttention: SequenceParallelAttention {
             rows.swapMessages()
         }
 
-        t = MPIEnvironment.wallTime
-        let (output, lse) = try rows.joined()
-        report.returnSeconds += MPIEnvironment.wallTime - t
         report.totalSeconds = MPIEnvironment.wallTime - start
         var stats = AttentionStats()
         stats.evaluatedPairs = report.evaluatedPairs
@@ -169,26 +185,29 @@ public struct RingAttention: SequenceParallelAttention {
     }
 }
 
-/// A rank's rows during ring attention: Q, O and lse per query chunk (`[b, h, rows, ·]`) and two
-/// K|V message buffers, the one being computed on and the one being received into. A message
-/// holds, chunk after chunk, K `[b·h_kv, rows, d]` then V `[b·h_kv, rows, d_v]`.
+/// A rank's rows during ring attention: Q, O and lse in the shard layout (`[b, h, Σ rows, ·]`,
+/// the query chunks one after the other in every head) and two K|V message buffers, the one
+/// being computed on and the one being received into. A message holds, chunk after chunk,
+/// K `[b·h_kv, rows, d]` then V `[b·h_kv, rows, d_v]`.
 final class RingRows {
     let queryChunks: [Range<Int>]
-    private let queries: [Tensor]
-    private let outputs: [Tensor]
-    private let lses: [Tensor]
+    private let query: Tensor
+    private let output: Tensor
+    private let lse: Tensor
     private var current: Tensor
     private var next: Tensor
 
     /// - Parameters:
     ///   - query, key, value: the rank's shards (rows of `queryChunks` / `keyChunks`, chunk after chunk).
+    ///   - output, logSumExp: where O `[b, h, Σ rows, d_v]` and lse `[b, h, Σ rows]` are written,
+    ///     in the query shard's layout; not shared with any other holder.
     ///   - messageCapacity: floats of the largest K|V message of any rank.
-    init(query: Tensor, queryChunks: [Range<Int>], key: Tensor, value: Tensor, keyChunks: [Range<Int>], messageCapacity: Int) {
+    init(query: Tensor, output: Tensor, logSumExp: Tensor, queryChunks: [Range<Int>], key: Tensor, value: Tensor,
+         keyChunks: [Range<Int>], messageCapacity: Int) {
         self.queryChunks = queryChunks
-        let lead = Array(query.shape.dropLast(2)), dv = value.shape.last!
-        queries = Self.storedRows(of: queryChunks).map { query.rows([$0]) }
-        outputs = queryChunks.map { Tensor(shape: lead + [$0.count, dv]) }
-        lses = queryChunks.map { Tensor(shape: lead + [$0.count, 1], repeating: -.infinity) }
+        self.query = query
+        self.output = output
+        self.lse = logSumExp
         current = Tensor(shape: [max(messageCapacity, 1)]) { _ in }
         next = Tensor(shape: [max(messageCapacity, 1)]) { _ in }
         // This rank's own message.
@@ -215,18 +234,19 @@ final class RingRows {
     func swapMessages() { swap(&current, &next) }
 
     /// The core's view of query chunk `a` against key chunk `j` of the current message, whose
-    /// key chunks are `keyChunks`.
+    /// key chunks are `keyChunks`. The core finds row i of head h of a tensor of rows
+    /// `queryRows` at (h·|queryRows| + i − queryRows.lowerBound): in the shard, where a head
+    /// holds Σ rows and chunk a starts `stored` rows in, that is the window of Σ rows starting
+    /// `stored` rows before the chunk's first token (it contains the chunk; the rest of it is
+    /// never addressed).
     func io(queryChunk a: Int, keyChunk j: Int, of keyChunks: [Range<Int>], kvHeads: Int) -> AttentionIO {
-        let d = queries[a].shape.last!, dv = outputs[a].shape.last!
+        let d = query.shape.last!, dv = output.shape.last!
+        let total = query.shape[query.shape.count - 2]
+        let stored = queryChunks[..<a].reduce(0) { $0 + $1.count }
+        let first = queryChunks[a].lowerBound - stored
         let keys = UnsafePointer(current.unsafeStoragePointer + keyChunks[..<j].reduce(0) { $0 + kvHeads * $1.count * (d + dv) })
-        return AttentionIO(query: UnsafePointer(queries[a].unsafeStoragePointer), key: keys, value: keys + kvHeads * keyChunks[j].count * d,
-                           output: outputs[a].unsafeStoragePointer, lse: lses[a].unsafeStoragePointer,
-                           queryRows: queryChunks[a], keyRows: keyChunks[j])
-    }
-
-    /// O `[b, h, Σ rows, d_v]` and lse `[b, h, Σ rows]` in the shard layout.
-    func joined() throws -> (Tensor, Tensor) {
-        let lse = Tensor.joiningRows(lses)
-        return (Tensor.joiningRows(outputs), try lse.reshaped(Array(lse.shape.dropLast())))
+        return AttentionIO(query: UnsafePointer(query.unsafeStoragePointer), key: keys, value: keys + kvHeads * keyChunks[j].count * d,
+                           output: output.unsafeStoragePointer, lse: lse.unsafeStoragePointer,
+                           queryRows: first..<(first + total), keyRows: keyChunks[j])
     }
 }
