@@ -23,15 +23,16 @@ import MPI
 ///
 /// Like `DistributedAttention`, an instance keeps its last call's output and lse tensors and
 /// the next call writes into them if the caller has dropped every copy (fresh pages are faulted
-/// in at first touch); the results are the same bit for bit either way.
+/// in at first touch); the results are the same bit for bit either way. Its two K|V message
+/// buffers are kept too.
 public struct RingAttention: SequenceParallelAttention {
     public let communicator: Communicator
     public let shape: AttentionShape
     /// The options in effect: `mode` is always `.exact`; `causal`, `scale` and `threads` are used.
     public let options: AttentionOptions
-    /// The last call's output and lse tensors, kept from call to call (freed with the last copy
-    /// of this value). One call at a time per instance.
-    let results: KeptResults
+    /// The last call's output and lse tensors and the K|V message buffers, kept from call to
+    /// call (freed with the last copy of this value). One call at a time per instance.
+    let scratch: RingScratch
 
     /// Message tag of the ring transfers.
     static let tag = 17
@@ -46,7 +47,7 @@ public struct RingAttention: SequenceParallelAttention {
         self.communicator = communicator
         self.shape = shape
         self.options = exact
-        results = KeptResults()
+        scratch = RingScratch()
     }
 
     /// The token chunks that `rank` of `ranks` owns of a side of length `count`, in storage order.
@@ -89,16 +90,16 @@ public struct RingAttention: SequenceParallelAttention {
         // rows have one (each sees all keys, or causal its own), so only the lse is reset;
         // with no keys at all nothing is written and O is zeroed, as a fresh tensor would be.
         let localRows = myQueries.reduce(0) { $0 + $1.count }
-        var output = results.takeOutput(shape: [shape.batch, shape.queryHeads, localRows, dv])
-        var lse = results.takeLogSumExp(shape: [shape.batch, shape.queryHeads, localRows])
+        var output = scratch.results.takeOutput(shape: [shape.batch, shape.queryHeads, localRows, dv])
+        var lse = scratch.results.takeLogSumExp(shape: [shape.batch, shape.queryHeads, localRows])
         lse.withUnsafeMutableBufferPointer { $0.update(repeating: -.infinity) }
         if shape.keyCount == 0 { output.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
-        defer { results.keep(output: output, logSumExp: lse) }
+        defer { scratch.results.keep(output: output, logSumExp: lse) }
 
-        // Two K|V message buffers (ping-pong).
+        // Two K|V message buffers (ping-pong), the previous call's.
         var t = MPIEnvironment.wallTime
         let rows = RingRows(query: query, output: output, logSumExp: lse, queryChunks: myQueries, key: key, value: value,
-                            keyChunks: keyChunks(rank: r), messageCapacity: (0..<p).map(messageCount(rank:)).max() ?? 0)
+                            keyChunks: keyChunks(rank: r), messages: scratch.messages(count: (0..<p).map(messageCount(rank:)).max() ?? 0))
         report.exchangeSeconds += MPIEnvironment.wallTime - t
 
         let plan = AttentionPlan(shape: shape, options: options)
@@ -194,28 +195,34 @@ final class RingRows {
     private let query: Tensor
     private let output: Tensor
     private let lse: Tensor
-    private var current: Tensor
-    private var next: Tensor
+    private var current: UnsafeMutablePointer<Float>
+    private var next: UnsafeMutablePointer<Float>
 
     /// - Parameters:
     ///   - query, key, value: the rank's shards (rows of `queryChunks` / `keyChunks`, chunk after chunk).
     ///   - output, logSumExp: where O `[b, h, Σ rows, d_v]` and lse `[b, h, Σ rows]` are written,
     ///     in the query shard's layout; not shared with any other holder.
-    ///   - messageCapacity: floats of the largest K|V message of any rank.
+    ///   - messages: two buffers of at least the floats of the largest K|V message of any rank,
+    ///     valid while this lives (contents not initialised).
     init(query: Tensor, output: Tensor, logSumExp: Tensor, queryChunks: [Range<Int>], key: Tensor, value: Tensor,
-         keyChunks: [Range<Int>], messageCapacity: Int) {
+         keyChunks: [Range<Int>], messages: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>)) {
         self.queryChunks = queryChunks
         self.query = query
         self.output = output
         self.lse = logSumExp
-        current = Tensor(shape: [max(messageCapacity, 1)]) { _ in }
-        next = Tensor(shape: [max(messageCapacity, 1)]) { _ in }
-        // This rank's own message.
-        var offset = 0
+        (current, next) = messages
+        // This rank's own message, copied chunk by chunk from the shards.
+        var destination = current
         for rows in Self.storedRows(of: keyChunks) {
-            for part in [key.rows([rows]), value.rows([rows])] {
-                part.withUnsafeBufferPointer { (current.unsafeStoragePointer + offset).update(from: $0.baseAddress!, count: $0.count) }
-                offset += part.count
+            for part in [key, value] {
+                let width = part.shape[part.shape.count - 1], total = part.shape[part.shape.count - 2]
+                let heads = part.shape.dropLast(2).reduce(1, *)
+                part.withUnsafeBufferPointer { source in
+                    for head in 0..<heads where !rows.isEmpty {
+                        destination.update(from: source.baseAddress! + (head * total + rows.lowerBound) * width, count: rows.count * width)
+                        destination += rows.count * width
+                    }
+                }
             }
         }
     }
@@ -229,8 +236,8 @@ final class RingRows {
         }
     }
 
-    func currentMessage(count: Int) -> UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: current.unsafeStoragePointer, count: count) }
-    func nextMessage(count: Int) -> UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: next.unsafeStoragePointer, count: count) }
+    func currentMessage(count: Int) -> UnsafeBufferPointer<Float> { UnsafeBufferPointer(start: current, count: count) }
+    func nextMessage(count: Int) -> UnsafeMutableBufferPointer<Float> { UnsafeMutableBufferPointer(start: next, count: count) }
     func swapMessages() { swap(&current, &next) }
 
     /// The core's view of query chunk `a` against key chunk `j` of the current message, whose
@@ -244,9 +251,26 @@ final class RingRows {
         let total = query.shape[query.shape.count - 2]
         let stored = queryChunks[..<a].reduce(0) { $0 + $1.count }
         let first = queryChunks[a].lowerBound - stored
-        let keys = UnsafePointer(current.unsafeStoragePointer + keyChunks[..<j].reduce(0) { $0 + kvHeads * $1.count * (d + dv) })
+        let keys = UnsafePointer(current + keyChunks[..<j].reduce(0) { $0 + kvHeads * $1.count * (d + dv) })
         return AttentionIO(query: UnsafePointer(query.unsafeStoragePointer), key: keys, value: keys + kvHeads * keyChunks[j].count * d,
                            output: output.unsafeStoragePointer, lse: lse.unsafeStoragePointer,
                            queryRows: first..<(first + total), keyRows: keyChunks[j])
+    }
+}
+
+/// What a `RingAttention` keeps from call to call: its last call's output and lse tensors, and
+/// the two K|V message buffers (a fresh buffer's pages are zeroed by the kernel at first touch,
+/// every call).
+final class RingScratch {
+    let results = KeptResults()
+    private var buffers: [Tensor] = []
+
+    /// Two buffers of at least `count` floats (contents not initialised), valid until the next
+    /// call with a larger count or the end of this object.
+    func messages(count: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+        if buffers.count != 2 || buffers[0].count < count {
+            buffers = (0..<2).map { _ in Tensor(shape: [max(count, 1)]) { _ in } }
+        }
+        return (buffers[0].unsafeStoragePointer, buffers[1].unsafeStoragePointer)
     }
 }
