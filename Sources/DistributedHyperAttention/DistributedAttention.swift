@@ -111,7 +111,6 @@ public struct DistributedAttention: SequenceParallelAttention {
         // The previous call's tensors are reused when the caller has let go of them.
         var output = scratch.results.takeOutput(shape: [shape.batch, shape.queryHeads, localQueries.count, shape.valueDim])
         var lse = scratch.results.takeLogSumExp(shape: [shape.batch, shape.queryHeads, localQueries.count])
-        lse.withUnsafeMutableBufferPointer { $0.update(repeating: -.infinity) }
         defer { scratch.results.keep(output: output, logSumExp: lse) }
         let plan = AttentionPlan(shape: shape, options: options)
         try withAttentionIO(query: query, key: key, value: value, output: &output, lse: &lse,
@@ -489,14 +488,20 @@ final class ExchangeScratch {
 /// in) and writes into them when nobody else holds them: fresh memory is faulted in page by
 /// page at first touch, measured 7.11 s against 5.25 s per call on a 2-core VM (n = 2^18,
 /// h = 8, one rank; docs/mpi.md).
-/// Contents are not initialised: the caller resets what its algorithm reads. One call at a time.
+/// The output's contents are not initialised (every row is written by its first piece); the lse
+/// is set to −inf, what the merges read in a row no piece has reached. One call at a time.
 final class KeptResults {
     private var keptOutput: Tensor?, keptLogSumExp: Tensor?
 
     /// A tensor of `shape` for a call's output: the last call's if it has that shape and no
     /// other holder, else a new one (contents not initialised).
     func takeOutput(shape: [Int]) -> Tensor { take(&keptOutput, shape: shape) }
-    func takeLogSumExp(shape: [Int]) -> Tensor { take(&keptLogSumExp, shape: shape) }
+    /// The same for the lse, every entry set to −inf.
+    func takeLogSumExp(shape: [Int]) -> Tensor {
+        var lse = take(&keptLogSumExp, shape: shape)
+        lse.withUnsafeMutableBufferPointer { $0.update(repeating: -.infinity) }
+        return lse
+    }
     private func take(_ kept: inout Tensor?, shape: [Int]) -> Tensor {
         if var tensor = kept {
             kept = nil

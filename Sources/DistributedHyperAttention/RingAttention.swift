@@ -87,12 +87,11 @@ public struct RingAttention: SequenceParallelAttention {
 
         // O and lse in the shard layout, the previous call's if the caller has let go of them.
         // Every row is written (not merged) by its first piece, which sees lse = −inf: all
-        // rows have one (each sees all keys, or causal its own), so only the lse is reset;
+        // rows have one (each sees all keys, or causal its own), so only the lse is reset (by takeLogSumExp);
         // with no keys at all nothing is written and O is zeroed, as a fresh tensor would be.
         let localRows = myQueries.reduce(0) { $0 + $1.count }
         var output = scratch.results.takeOutput(shape: [shape.batch, shape.queryHeads, localRows, dv])
         var lse = scratch.results.takeLogSumExp(shape: [shape.batch, shape.queryHeads, localRows])
-        lse.withUnsafeMutableBufferPointer { $0.update(repeating: -.infinity) }
         if shape.keyCount == 0 { output.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
         defer { scratch.results.keep(output: output, logSumExp: lse) }
 
