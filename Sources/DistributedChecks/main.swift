@@ -131,12 +131,12 @@ do {
             if c.unequalSpeeds { hyper.seedSpeedMeasurement(pairs: 1_000_000 * (world.rank % 3 + 1), seconds: 1) }
             dist = hyper
         }
-        let result = try dist.run(query: q.rows(dist.localQueryChunks), key: k.rows(dist.localKeyChunks),
-                                  value: v.rows(dist.localKeyChunks), logSumExp: true)
+        // This rank's shards, sliced once for every call below.
+        let myQ = q.rows(dist.localQueryChunks), myK = k.rows(dist.localKeyChunks), myV = v.rows(dist.localKeyChunks)
+        let result = try dist.run(query: myQ, key: myK, value: myV, logSumExp: true)
         // Ring attention called again on the same instance: the same bits.
         if let ring = dist as? RingAttention {
-            let (ok, detail) = try checkRepeatedRing(ring, query: q.rows(dist.localQueryChunks), key: k.rows(dist.localKeyChunks),
-                                                     value: v.rows(dist.localKeyChunks), first: result)
+            let (ok, detail) = try checkRepeatedRing(ring, query: myQ, key: myK, value: myV, first: result)
             if ok { passed += 1 } else { failed += 1 }
             if world.rank == 0 { print("\(ok ? "ok  " : "FAIL") P=\(world.size) \(c.name) repeated: \(detail)") }
         }
@@ -145,8 +145,7 @@ do {
         if c.unequalSpeeds {
             let equal = try DistributedAttention(communicator: world, shape: shape, options: options, balancing: .equalWork)
             equal.seedSpeedMeasurement(pairs: 1_000_000 * (world.rank % 3 + 1), seconds: 1)
-            equalWorkPairs = try equal.run(query: q.rows(dist.localQueryChunks), key: k.rows(dist.localKeyChunks),
-                                           value: v.rows(dist.localKeyChunks), logSumExp: true).stats.evaluatedPairs
+            equalWorkPairs = try equal.run(query: myQ, key: myK, value: myV, logSumExp: true).stats.evaluatedPairs
         }
         // Gather every rank's rows on rank 0, per (batch, head), in token order.
         let gathered = try world.gatherv(result.output.scalars, root: 0)
