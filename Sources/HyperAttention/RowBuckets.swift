@@ -83,7 +83,8 @@ package final class RowBuckets: @unchecked Sendable {
                                     count: local.count, out: out))
             }
         }
-        parallelFor(work.count, threads: threads) { i, _ in work[i].run() }
+        let jobs = work
+        parallelFor(jobs.count, threads: threads) { i, _ in jobs[i].run() }
     }
 
     /// The buckets of stored rows starting at `row` (filled by an earlier `prepare`).
