@@ -41,7 +41,7 @@ final class CUDAKernels: @unchecked Sendable {
 }
 
 /// Checks that the GPU backend can serve a problem shape.
-func checkCUDAShape(_ shape: AttentionShape) throws {
+package func checkCUDAShape(_ shape: AttentionShape) throws {
     guard shape.headDim == shape.valueDim, shape.headDim == 64 || shape.headDim == 128 else {
         throw CUDAError.unsupported(
             "the CUDA backend supports head dims d = d_v = 64 or 128; got d = \(shape.headDim), d_v = \(shape.valueDim)")
@@ -73,13 +73,19 @@ public final class CUDAAttentionSession: @unchecked Sendable {
     public let output: DeviceBuffer, logSumExp: DeviceBuffer
 
     /// Plans the call and allocates its device memory on CUDA device `device`.
-    public init(shape: AttentionShape, options: AttentionOptions, device index: Int, precision: DevicePrecision) throws {
+    public convenience init(shape: AttentionShape, options: AttentionOptions, device index: Int, precision: DevicePrecision) throws {
         try options.validate(for: shape)
         try checkCUDAShape(shape)
+        try self.init(shape: shape, options: options, kernels: try CUDAKernels.forDevice(index), precision: precision,
+                  plan: HostPlan(shape: shape, options: options))
+    }
+
+    /// A session running `plan` (built for `shape`, whose options were checked by the caller).
+    init(shape: AttentionShape, options: AttentionOptions, kernels: CUDAKernels, precision: DevicePrecision, plan: HostPlan) throws {
         self.shape = shape
         self.options = options
         self.precision = precision
-        kernels = try CUDAKernels.forDevice(index)
+        self.kernels = kernels
         try kernels.device.makeCurrent()
         stream = try CUDAStream(device: kernels.device)
         let d = kernels.device
@@ -90,7 +96,7 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         value16 = try DeviceBuffer(device: d, byteCount: kCount * shape.valueDim * 2)
         output = try DeviceBuffer(device: d, byteCount: qCount * shape.valueDim * 4)
         logSumExp = try DeviceBuffer(device: d, byteCount: qCount * 4)
-        plan = HostPlan(shape: shape, options: options)
+        self.plan = plan
         tables = try DeviceLevel(device: d, host: plan.tables, valueDim: shape.valueDim)
     }
 
@@ -100,14 +106,24 @@ public final class CUDAAttentionSession: @unchecked Sendable {
     /// Uploads fp32 inputs (layout `[b, h, n, d]`), rounding them to the session's precision on
     /// the device; Q and K stay in fp32 too when the call hashes.
     public func upload(query: Tensor, key: Tensor, value: Tensor) throws {
+        try query.withUnsafeBufferPointer { q in
+            try key.withUnsafeBufferPointer { k in
+                try value.withUnsafeBufferPointer { v in try upload(query: q, key: k, value: v) }
+            }
+        }
+    }
+
+    /// Uploads fp32 rows (`[b, h, n, d]`, as many as the session's shape has).
+    func upload(query: UnsafeBufferPointer<Float>, key: UnsafeBufferPointer<Float>, value: UnsafeBufferPointer<Float>) throws {
         try device.makeCurrent()
         let convert = try kernels.function(precision == .bfloat16 ? "convert_f32_bf16" : "convert_f32_f16")
         // The fp32 copy is kept for hashing only when some value is not exactly a 16-bit value of
         // the session's precision (when all are, the 16-bit copy hashes to the same bits).
         let flag = try DeviceBuffer(device: device, byteCount: 4)
-        func send(_ t: Tensor, to target: DeviceBuffer, keep: Bool) throws -> (copy: DeviceBuffer, inexact: Bool)? {
+        func send(_ t: UnsafeBufferPointer<Float>, to target: DeviceBuffer, keep: Bool) throws -> (copy: DeviceBuffer, inexact: Bool)? {
+            precondition(t.count * 2 == target.byteCount, "upload: \(t.count) values for a buffer of \(target.byteCount / 2)")
             let staging = try DeviceBuffer(device: device, byteCount: t.count * 4)
-            try t.withUnsafeBufferPointer { try staging.upload(UnsafeRawBufferPointer($0)) }
+            try staging.upload(UnsafeRawBufferPointer(t))
             try stream.memset(flag.pointer, 0, bytes: 4)
             try stream.launch(convert, grid: (min(65535, (t.count + 255) / 256), 1, 1), block: (256, 1, 1),
                               arguments: [.pointer(staging.pointer), .pointer(target.pointer), .int64(Int64(t.count)),
@@ -223,8 +239,7 @@ public final class CUDAAttentionSession: @unchecked Sendable {
     /// shared memory feeds two MMAs); HyperAttention levels MT = 1 (8 warps: their tiles are short,
     /// and more warps hide the gathers and the epilogue; measured faster on the H100). d = 128: MT = 1.
     func attentionKernel(p16: String, dim: Int, hyper: Bool) -> (name: String, threads: Int) {
-        if dim == 64 { return hyper ? ("attn_\(p16)_d64_h", 256) : ("attn_\(p16)_d64", 128) }
-        return ("attn_\(p16)_d\(dim)", 256)
+        attentionTileKernel(p16: p16, dim: dim, hyper: hyper)
     }
 
     /// Milliseconds per phase of one call, summed over levels (CUDA events between phases).
@@ -296,6 +311,13 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         let l = try Tensor(shape: logSumExpShape) { try logSumExp.download(into: UnsafeMutableRawBufferPointer($0)) }
         return AttentionResult(output: o, logSumExp: l, stats: stats)
     }
+}
+
+/// The tile kernel of exact or HyperAttention levels and its threads per CTA (see
+/// `CUDAAttentionSession.attentionKernel`).
+func attentionTileKernel(p16: String, dim: Int, hyper: Bool) -> (name: String, threads: Int) {
+    if dim == 64 { return hyper ? ("attn_\(p16)_d64_h", 256) : ("attn_\(p16)_d64", 128) }
+    return ("attn_\(p16)_d\(dim)", 256)
 }
 
 /// Device tables of one level (see `HostLevel`) and its scratch arrays.

@@ -82,7 +82,13 @@ struct HostLevel {
 
     init() {}
 
-    init(pieces: [Piece], shape: AttentionShape, options: AttentionOptions) {
+    /// - Parameters:
+    ///   - pieces: in the coordinates of `shape`'s rows.
+    ///   - origin: the global token index of row 0 of the queries and of the keys (a rank's shard
+    ///     under MPI; 0 for a whole problem). Pieces draw their samples from the random stream of
+    ///     their global node (`CounterRandom.nodeID`), so a shard's pieces get the whole
+    ///     problem's samples.
+    init(pieces: [Piece], shape: AttentionShape, options: AttentionOptions, origin: (queries: Int, keys: Int) = (0, 0)) {
         let buckets = 1 << options.lshBits
         // Rows per count/scatter chunk: the counts table is buckets × chunks per segment.
         let rowsPerChunk = max(1024, buckets * 8)
@@ -111,7 +117,8 @@ struct HostLevel {
                 }
                 continue
             }
-            let node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
+            let node = CounterRandom.nodeID(queries: (piece.queries.lowerBound + origin.queries)..<(piece.queries.upperBound + origin.queries),
+                                            keys: (piece.keys.lowerBound + origin.keys)..<(piece.keys.upperBound + origin.keys))
             var orderOffsets: [Int] = []
             // K rows are hashed with the query head's directions (GQA: per query head).
             for (tensor, head, rows) in [(0, piece.head, piece.queries), (1, kv, piece.keys)] {

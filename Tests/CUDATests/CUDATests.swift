@@ -139,6 +139,72 @@ struct NoGPUTests {
     }
 }
 
+/// The tables of a rank's GPU work under MPI (`CUDAPieceAccelerator`), checked on the CPU.
+@Suite("CUDA tables of distributed ranks")
+struct DistributedTableTests {
+    @Test("A shard's pieces, planned over its rows with its origin, get the whole problem's samples and shifted rows")
+    func shardLevelMatchesGlobal() throws {
+        let n = 8192, origin = 4096
+        let global = AttentionShape(batch: 1, queryHeads: 2, keyHeads: 2, queryCount: n, keyCount: n, headDim: 64, valueDim: 64)
+        let options = AttentionOptions(causal: true, blockSize: 128, samples: 64, minSeqLen: 1024, seed: 5)
+        let plan = AttentionPlan(shape: global, options: options)
+        let shard = AttentionShape(batch: 1, queryHeads: 2, keyHeads: 2, queryCount: n - origin, keyCount: n - origin, headDim: 64, valueDim: 64)
+        var compared = 0
+        for level in plan.levels(head: 1) {
+            // The pieces inside the second half, in global and in shard coordinates.
+            let inside = level.filter { $0.queries.lowerBound >= origin && $0.keys.lowerBound >= origin }
+            guard !inside.isEmpty else { continue }
+            let local = inside.map {
+                var p = $0
+                p.queries = ($0.queries.lowerBound - origin)..<($0.queries.upperBound - origin)
+                p.keys = ($0.keys.lowerBound - origin)..<($0.keys.upperBound - origin)
+                return p
+            }
+            let a = HostLevel(pieces: inside, shape: global, options: options)
+            let b = HostLevel(pieces: local, shape: shard, options: options, origin: (origin, origin))
+            #expect(a.samplePositions == b.samplePositions)
+            #expect(a.sampleLog2Weights == b.sampleLog2Weights)
+            #expect(a.evaluatedPairs == b.evaluatedPairs)
+            #expect(a.tiles.count == b.tiles.count)
+            for t in 0..<a.tileCount {
+                let x = Array(a.tiles[t * 16..<(t + 1) * 16]), y = Array(b.tiles[t * 16..<(t + 1) * 16])
+                // Row fields move by the origin: first query and key of exact tiles, query and key
+                // bases of hyper tiles; sorted positions, counts, samples and flags do not.
+                let shifted: Set<Int> = x[9] < 0 ? [2, 4] : [7, 8]
+                for f in 0..<16 { #expect(x[f] == y[f] + (shifted.contains(f) ? Int32(origin) : 0), "tile \(t) field \(f)") }
+            }
+            compared += 1
+        }
+        #expect(compared >= 3)
+    }
+
+    @Test("A batch's samples sit at their rows' slots when inside its blocks, after the key slots otherwise")
+    func localSamplePositions() {
+        // Blocks 3 and 5 of a rectangle, keys at sorted positions 30..<40 and 50..<60, packed in
+        // slots 0..<10 and 10..<20.
+        let blocks = [BlockBatch.Block(index: 3, querySlots: 0..<8, keySlots: 0..<10, keys: 30..<40),
+                      BlockBatch.Block(index: 5, querySlots: 8..<16, keySlots: 10..<20, keys: 50..<60)]
+        var samples = SampleSet(estimator: .uniform, keyCount: 100, count: 4, random: CounterRandom(seed: 1, head: 0, node: 0, purpose: .samplePositions))
+        samples.positions = [35, 45, 59, 30]
+        let row = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+        defer { row.deallocate() }
+        let batch = BlockBatch(headDim: 1, valueDim: 1, querySlotCount: 16, keySlotCount: 20, blocks: blocks, blockCount: 10, keyCount: 100,
+                               samples: samples, queryRow: { _ in UnsafePointer(row) }, keyRow: { _ in UnsafePointer(row) },
+                               valueRow: { _ in UnsafePointer(row) }, sampleKey: { _ in UnsafePointer(row) }, sampleValue: { _ in UnsafePointer(row) },
+                               emit: { _, _, _ in })
+        #expect(batch.localSamplePositions() == [5, 21, 19, 0])
+        // Each tile masks exactly the samples of its own block.
+        let t = BlockBatchTables(batch, options: AttentionOptions(blockSize: 10, samples: 4, estimator: .uniform))
+        #expect(t.tileCount == 2 && t.keyRows == 24)
+        for tile in 0..<2 {
+            let f = Array(t.tiles[tile * 16..<(tile + 1) * 16]).map(Int.init)
+            let masked = t.samplePositions.map { Int($0) }.filter { $0 >= f[4] && $0 < f[4] + f[5] }
+            #expect(masked == (tile == 0 ? [5, 0] : [19]))
+            #expect(f[14] == blocks[tile].index && f[15] == 90)
+        }
+    }
+}
+
 /// The sort kernels (`hash_rows_*`, `count_buckets`, `scan_counts`, `scatter_order`) emulated on the
 /// CPU from the plan's tables, index for index (a warp's rows in order, so its rank by lane is the
 /// row order), to check the host-side offsets without a GPU.
