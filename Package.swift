@@ -54,7 +54,9 @@ let package = Package(
         ),
         .target(
             name: "DistributedHyperAttention",
-            dependencies: ["HyperAttention", "MPI"],
+            // HyperAttentionCUDA: `options.backend = .cuda` computes each rank's pieces on its GPU
+            // (the driver is loaded at run time; nothing CUDA is linked).
+            dependencies: ["HyperAttention", "MPI", "HyperAttentionCUDA"],
             path: "Sources/DistributedHyperAttention"
         ),
 
@@ -92,7 +94,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "DistributedChecks",
-            dependencies: ["DistributedHyperAttention", "HyperAttention", "MPI", "HyperAttentionTestSupport"],
+            dependencies: ["DistributedHyperAttention", "HyperAttention", "HyperAttentionCUDA", "MPI", "HyperAttentionTestSupport"],
             path: "Sources/DistributedChecks"
         ),
         .target(

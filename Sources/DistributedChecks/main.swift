@@ -5,6 +5,7 @@
 import DistributedHyperAttention
 import Foundation
 import HyperAttention
+import HyperAttentionCUDA
 import HyperAttentionTestSupport
 import MPI
 
@@ -25,6 +26,9 @@ struct Case {
     var pipelined = true
     /// `DistributedAttention(placement:)`: which blocks a rank computes; the output is the same.
     var placement = BlockPlacement.rowLocality
+    /// Computes on `ReferenceAccelerator` (the GPU path's tables evaluated on the CPU in
+    /// float64): equal to the single-process CPU call to fp32 rounding, not bit for bit.
+    var accelerated = false
 }
 
 /// Calls `ring` again, as the first call did, and checks every rank's rows bit for bit against
@@ -106,6 +110,21 @@ func cases(full: Bool) -> [Case] {
         list.append(Case(name: "ring \(c) n=2048 b=2 h=2 d=64", batch: 2, queryHeads: 2, keyHeads: 2, n: 2048, d: 64, dv: 64, options: exact, ring: true))
     }
     list.append(Case(name: "ring non-causal n_q=1500 n_k=4001", n: 1500, nk: 4001, options: AttentionOptions(mode: .exact), ring: true))
+    // The GPU path's work (shard pieces; blocks from the CUDA tables) on the CPU reference.
+    for causal in [false, true] {
+        let c = "accelerated \(causal ? "causal" : "non-causal")"
+        for estimator in [ResidualEstimator.uniform, .stratifiedControlVariate] {
+            list.append(Case(name: "\(c) n=3001 \(estimator)", n: 3001,
+                             options: AttentionOptions(causal: causal, blockSize: 64, samples: 32, minSeqLen: 300, estimator: estimator), accelerated: true))
+        }
+        list.append(Case(name: "\(c) n=5001 GQA 4/2 dv=24", queryHeads: 4, keyHeads: 2, n: 5001, d: 32, dv: 24,
+                         options: AttentionOptions(causal: causal, blockSize: 96, samples: 48, minSeqLen: 512, seed: 7), accelerated: true))
+        list.append(Case(name: "\(c) n=777 exact fallback", n: 777, options: AttentionOptions(causal: causal, minSeqLen: 2048), accelerated: true))
+        list.append(Case(name: "\(c) n=6000 h=2 r=2", queryHeads: 2, keyHeads: 2, n: 6000,
+                         options: AttentionOptions(causal: causal, lshBits: 2, blockSize: 64, samples: 32, minSeqLen: 500, seed: 13), accelerated: true))
+    }
+    list.append(Case(name: "accelerated non-causal n_q=3000 n_k=7001", n: 3000, nk: 7001,
+                     options: AttentionOptions(blockSize: 100, samples: 50, minSeqLen: 256), accelerated: true))
     return list
 }
 
@@ -127,13 +146,22 @@ do {
         if c.ring {
             dist = try RingAttention(communicator: world, shape: shape, options: options)
         } else {
-            let hyper = try DistributedAttention(communicator: world, shape: shape, options: options, placement: c.placement, pipelined: c.pipelined)
+            let hyper = try DistributedAttention(communicator: world, shape: shape, options: options, placement: c.placement, pipelined: c.pipelined,
+                                                 accelerator: c.accelerated ? ReferenceAccelerator() : nil)
             if c.unequalSpeeds { hyper.seedSpeedMeasurement(pairs: 1_000_000 * (world.rank % 3 + 1), seconds: 1) }
             dist = hyper
         }
         // This rank's shards, sliced once for every call below.
         let myQ = q.rows(dist.localQueryChunks), myK = k.rows(dist.localKeyChunks), myV = v.rows(dist.localKeyChunks)
         let result = try dist.run(query: myQ, key: myK, value: myV, logSumExp: true)
+        // The accelerated cases must really have computed on the accelerator.
+        if c.accelerated, let accelerator = (dist as? DistributedAttention)?.accelerator as? ReferenceAccelerator {
+            let used = try world.allReduce(accelerator.blocksRun + accelerator.piecesRun, operation: .sum)
+            if used > 0 { passed += 1 } else { failed += 1 }
+            if world.rank == 0 {
+                print("\(used > 0 ? "ok  " : "FAIL") P=\(world.size) \(c.name): accelerator ran \(used) blocks and pieces")
+            }
+        }
         // Ring attention called again on the same instance: the same bits.
         if let ring = dist as? RingAttention {
             let (ok, detail) = try checkRepeatedRing(ring, query: myQ, key: myK, value: myV, first: result)
@@ -174,6 +202,9 @@ do {
             if c.ring {
                 // Ring merges per-step partials: the exact kernel to fp32 rounding.
                 ok = rel <= 1e-5 && lseDiff <= 1e-5
+            } else if c.accelerated {
+                // Blocks in float64 from the GPU tables, pieces and merges in fp32.
+                ok = rel <= 1e-4 && lseDiff <= 1e-4
             } else {
                 // The control variate's Σ V is summed per rank, then across ranks: fp32-rounding close.
                 ok = identical || (options.estimator == .stratifiedControlVariate && rel <= 1e-6)

@@ -1,5 +1,6 @@
 import Foundation
 import HyperAttention
+import HyperAttentionCUDA
 import MPI
 
 /// One attention problem spread over the ranks of a communicator (sequence parallel).
@@ -42,6 +43,9 @@ public struct DistributedAttention: SequenceParallelAttention {
     /// into them if the caller has dropped every copy (else it allocates new ones). One call at
     /// a time per instance (as MPI collectives on one communicator require anyway).
     let scratch: ExchangeScratch
+    /// Where this rank computes its pieces and blocks when not on its CPU cores (`options.backend`
+    /// `.cuda`: its GPU). Rows, exchanges and merges stay on the host either way.
+    package let accelerator: PieceAccelerator?
 
     /// The tokens of 0..<count that rank `rank` of `ranks` owns.
     public static func tokenRange(rank: Int, ranks: Int, count: Int) -> Range<Int> {
@@ -59,11 +63,32 @@ public struct DistributedAttention: SequenceParallelAttention {
     ///     after another (the same output).
     ///   - speedHistoryDecay: in (0, 1]: each measured rectangle's share of the speed history is
     ///     multiplied by this at every later one (1: all count the same).
+    ///
+    /// With `options.backend` `.cuda(device:precision:)`, each rank computes on CUDA device
+    /// `device` (give each rank its own: `defaultCUDADevice(explicit:)` picks the local rank):
+    /// the pieces inside its shard as one GPU would, and its blocks of the rectangles spanning
+    /// ranks on their gathered rows (`CUDAPieceAccelerator`).
     /// - Throws: `AttentionError.invalidArgument` for bad options (the same checks as the
-    ///   single-process call) or a decay outside (0, 1].
+    ///   single-process call) or a decay outside (0, 1]; `CUDAError` when the CUDA backend is
+    ///   asked for and the driver, NVRTC or the device is missing, or the shape is unsupported.
     public init(communicator: Communicator, shape: AttentionShape, options: AttentionOptions,
-                balancing: BlockBalancing = .measuredSpeed, placement: BlockPlacement = .rowLocality, pipelined: Bool = true,
-                speedHistoryDecay: Double = DistributedAttention.defaultSpeedHistoryDecay) throws {
+                            balancing: BlockBalancing = .measuredSpeed, placement: BlockPlacement = .rowLocality, pipelined: Bool = true,
+                            speedHistoryDecay: Double = DistributedAttention.defaultSpeedHistoryDecay) throws {
+        var accelerator: PieceAccelerator? = nil
+        if case let .cuda(device, precision) = options.backend {
+            try options.validate(for: shape)
+            try checkCUDAShape(shape)
+            accelerator = try CUDAPieceAccelerator(device: device, precision: precision)
+        }
+        try self.init(communicator: communicator, shape: shape, options: options, balancing: balancing, placement: placement,
+                      pipelined: pipelined, speedHistoryDecay: speedHistoryDecay, accelerator: accelerator)
+    }
+
+    /// As the public initialiser, computing on `accelerator` when given (whatever
+    /// `options.backend` says).
+    package init(communicator: Communicator, shape: AttentionShape, options: AttentionOptions,
+                 balancing: BlockBalancing = .measuredSpeed, placement: BlockPlacement = .rowLocality, pipelined: Bool = true,
+                 speedHistoryDecay: Double = DistributedAttention.defaultSpeedHistoryDecay, accelerator: PieceAccelerator?) throws {
         guard speedHistoryDecay > 0, speedHistoryDecay <= 1 else {
             throw AttentionError.invalidArgument("speedHistoryDecay", "must be in (0, 1], got \(speedHistoryDecay)")
         }
@@ -74,6 +99,7 @@ public struct DistributedAttention: SequenceParallelAttention {
         self.balancing = balancing
         self.placement = placement
         self.pipelined = pipelined
+        self.accelerator = accelerator
         scratch = ExchangeScratch(speedHistoryDecay: speedHistoryDecay)
     }
 
@@ -267,9 +293,21 @@ struct DistributedRun {
         let heads = shape.batch * shape.queryHeads
         // The levels are the same for every head; only the head index differs.
         let template = plan.levels(head: 0)
+        func isLocal(_ piece: Piece) -> Bool { participants(piece).count == 1 && participants(piece).lowerBound == comm.rank }
+        if let accelerator = attention.accelerator {
+            // The pieces inside this shard, every level, all at once on the device. A row's
+            // pieces inside its shard all come before those spanning ranks (nodes nest, and the
+            // deeper levels run first), so each row still merges in the single-process order.
+            let levels = template.map { level in (0..<heads).flatMap { h in level.filter(isLocal).map { var p = $0; p.head = h; return p } } }
+            if levels.contains(where: { !$0.isEmpty }) {
+                let t = MPIEnvironment.wallTime
+                report.evaluatedPairs += try accelerator.runPieces(shardPieces(levels), options: plan.options)
+                report.computeSeconds += MPIEnvironment.wallTime - t
+            }
+        }
         for level in template {
             let spanning = level.filter { participants($0).count > 1 }
-            let local = level.filter { participants($0).count == 1 && participants($0).lowerBound == comm.rank }
+            let local = attention.accelerator == nil ? level.filter(isLocal) : []
             // Pieces over several ranks: one sub-communicator per piece. A rank can be in two
             // pieces of a level (at most, and then adjacent ones), so split twice: pieces of
             // even and of odd index.
@@ -293,7 +331,7 @@ struct DistributedRun {
             }
             // HyperAttention rectangles spanning ranks, pipelined over heads (and pieces).
             var rectangles: [DistributedRectangle] = []
-            let communicators = try mine.filter { $0.piece.hyper }.map { (piece: $0.piece, comms: try PieceCommunicators($0.comm)) }
+            let communicators = try mine.filter { $0.piece.hyper }.map { (piece: $0.piece, comms: try PieceCommunicators($0.comm, controlSums: attention.accelerator != nil && plan.options.estimator == .stratifiedControlVariate)) }
             for h in 0..<heads {
                 for (template, comms) in communicators {
                     var piece = template
@@ -313,6 +351,22 @@ struct DistributedRun {
                 report.computeSeconds += MPIEnvironment.wallTime - t
             }
         }
+    }
+
+    /// This rank's shard as a job for the accelerator: `levels` over its rows.
+    func shardPieces(_ levels: [[Piece]]) -> ShardPieces {
+        let io = executor.io, s = shape
+        let nq = io.queryRows.count, nk = io.keyRows.count
+        let local = AttentionShape(batch: s.batch, queryHeads: s.queryHeads, keyHeads: s.keyHeads, queryCount: nq, keyCount: nk,
+                                   headDim: s.headDim, valueDim: s.valueDim)
+        let qRows = s.batch * s.queryHeads * nq, kRows = s.batch * s.keyHeads * nk
+        return ShardPieces(
+            shape: local, queryOrigin: io.queryRows.lowerBound, keyOrigin: io.keyRows.lowerBound, levels: levels,
+            query: UnsafeBufferPointer(start: io.query, count: qRows * s.headDim),
+            key: UnsafeBufferPointer(start: io.key, count: kRows * s.headDim),
+            value: UnsafeBufferPointer(start: io.value, count: kRows * s.valueDim),
+            output: UnsafeMutableBufferPointer(start: io.output, count: qRows * s.valueDim),
+            logSumExp: UnsafeMutableBufferPointer(start: io.lse, count: qRows))
     }
 
     /// Runs `rectangles` as a software pipeline: while rectangle i computes, rectangle i + 1's
@@ -379,11 +433,18 @@ struct DistributedRun {
             var one = piece
             one.head = 0
             one.merge = false
-            let pairs = gq.values.withUnsafeBufferPointer { q in
-                gk.values.withUnsafeBufferPointer { k in
-                    gv.values.withUnsafeBufferPointer { v in
-                        out.withUnsafeMutableBufferPointer { o in
-                            lse.withUnsafeMutableBufferPointer { l in
+            let pairs = try gq.values.withUnsafeBufferPointer { q in
+                try gk.values.withUnsafeBufferPointer { k in
+                    try gv.values.withUnsafeBufferPointer { v in
+                        try out.withUnsafeMutableBufferPointer { o in
+                            try lse.withUnsafeMutableBufferPointer { l in
+                                if let accelerator = attention.accelerator {
+                                    let rows = AttentionShape(batch: 1, queryHeads: 1, keyHeads: 1, queryCount: piece.queries.count,
+                                                              keyCount: piece.keys.count, headDim: d, valueDim: dv)
+                                    return try accelerator.runPieces(ShardPieces(
+                                        shape: rows, queryOrigin: piece.queries.lowerBound, keyOrigin: piece.keys.lowerBound, levels: [[one]],
+                                        query: q, key: k, value: v, output: o, logSumExp: l), options: plan.options)
+                                }
                                 let io = AttentionIO(query: q.baseAddress!, key: k.baseAddress!, value: v.baseAddress!, output: o.baseAddress!,
                                                      lse: l.baseAddress!, queryRows: piece.queries, keyRows: piece.keys)
                                 let ex = PieceExecutor(plan: AttentionPlan(shape: local, options: plan.options), io: io,

@@ -51,6 +51,7 @@ final class DistributedRectangle {
     private let balancing: BlockBalancing
     private let placement: BlockPlacement
     private let returnsLogSumExp: Bool
+    private let accelerator: PieceAccelerator?
 
     private var comm: Communicator { comms.histograms }
     private var d: Int { shape.headDim }
@@ -72,6 +73,8 @@ final class DistributedRectangle {
     /// This rank's blocks, ascending, and where each one's query and key rows start among the
     /// rows this rank receives (its blocks' rows side by side, in sorted order).
     private var myBlocks: [Int] = []
+    /// The rank computing each block of the rectangle.
+    private var blockOwner: [Int] = []
     private var querySlotBase: [Int] = [], keySlotBase: [Int] = []
     /// This rank's query rows (local indices) in the order they were sent: by destination rank,
     /// ascending sorted position within each. Their results come back in this order.
@@ -105,6 +108,7 @@ final class DistributedRectangle {
         balancing = run.attention.balancing
         placement = run.attention.placement
         returnsLogSumExp = run.returnsLogSumExp
+        accelerator = run.attention.accelerator
         myQ = clamp(piece.queries, to: executor.io.queryRows)
         myK = clamp(piece.keys, to: executor.io.keyRows)
         node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
@@ -224,6 +228,7 @@ final class DistributedRectangle {
             owner = BlockDealing.assign(quota: quota, affinity: affinity)
         }
         myBlocks = (0..<partition.blocks).filter { owner[$0] == rank }
+        blockOwner = accelerator != nil && controlVariate ? owner : []
         /// Where each of this rank's blocks starts among its received rows of one side, and the
         /// maximal runs of consecutive sorted positions they cover, with their first slot.
         func slots(length: Int) -> (base: [Int], spans: [(positions: Range<Int>, slot: Int)]) {
@@ -449,6 +454,7 @@ final class DistributedRectangle {
             rows.key[slot] = ex.keyRow(h, homeKeyRows[k])
             rows.value[slot] = ex.valueRow(h, homeKeyRows[k])
         }
+        let querySlotCount = arrivingQ.count + homeQuerySlots.count, keySlotCount = arrivingK.count + homeKeySlots.count
         homeQuerySlots = []
         homeKeySlots = []
         homeKeyRows = []
@@ -461,10 +467,56 @@ final class DistributedRectangle {
         let blockList = myBlocks
         let pairCounter = PairCounter(count: blockList.count)
         let scaleLog2 = ex.scaleLog2
+        /// One query's (o, lse) to where it goes: merged into this rank's output row, or into the
+        /// row that goes back to its owner.
+        @Sendable func emit(_ slot: Int, _ o: UnsafePointer<Float>, _ l: Float) {
+            let dst = rows.result[slot]
+            if let lse = rows.logSumExp[slot] {
+                finishRow(dst, lse, partial: o, partialLogSumExp: l, valueDim: dv, withLse: withLse, merge: merge)
+            } else {
+                dst.update(from: o, count: dv)
+                if withLse { dst[dv] = l }
+            }
+        }
         // Chunks of blocks, with the other rectangles' transfers polled between them.
         let chunk = max(4, 2 * ex.threads)
         var kernelSeconds = 0.0, pollSeconds = 0.0
-        for first in Swift.stride(from: 0, to: blockList.count, by: chunk) {
+        if let accelerator {
+            // The whole batch on the device at once (other transfers progress inside the MPI
+            // calls of the control-variate exchange, and after).
+            let k0 = MPIEnvironment.wallTime
+            var blocks: [BlockBatch.Block] = []
+            blocks.reserveCapacity(blockList.count)
+            for (b, j) in blockList.enumerated() {
+                let qr = partition.range(j, length: nq), kr = partition.range(j, length: nk)
+                blocks.append(.init(index: j, querySlots: querySlotBase[b]..<(querySlotBase[b] + qr.count),
+                                    keySlots: keySlotBase[b]..<(keySlotBase[b] + kr.count), keys: kr))
+                pairCounter.set(b, qr.count * (kr.count + samples.positions.reduce(0) { $0 + (kr.contains(Int($1)) ? 0 : 1) }))
+            }
+            let batch = BlockBatch(
+                headDim: d, valueDim: dv, querySlotCount: querySlotCount, keySlotCount: keySlotCount, blocks: blocks,
+                blockCount: partition.blocks, keyCount: nk, samples: samples,
+                queryRow: { rows.query[$0] }, keyRow: { rows.key[$0] }, valueRow: { rows.value[$0] },
+                sampleKey: { UnsafePointer(sampleRows.keys + $0 * d) }, sampleValue: { UnsafePointer(sampleRows.values + $0 * sampleRows.paddedValueDim) },
+                emit: emit)
+            let owner = blockOwner, ranks = comm.size
+            try accelerator.runBlocks(batch, options: options) { sums in
+                // Every rank's blocks' Σ v, back in block order (rank r's blocks ascending).
+                let gathered = try comms.controlSums!.allGatherv(sums).values
+                var next = [Int](repeating: 0, count: ranks + 1)
+                for r in owner { next[r + 1] += dv }
+                for r in 0..<ranks { next[r + 1] += next[r] }
+                var all = [Double](repeating: 0, count: owner.count * dv)
+                for (j, r) in owner.enumerated() {
+                    for c in 0..<dv { all[j * dv + c] = gathered[next[r] + c] }
+                    next[r] += dv
+                }
+                return all
+            }
+            blockOwner = []
+            kernelSeconds = MPIEnvironment.wallTime - k0
+        }
+        for first in Swift.stride(from: 0, to: accelerator == nil ? blockList.count : 0, by: chunk) {
             let k0 = MPIEnvironment.wallTime
             let count = min(chunk, blockList.count - first)
             parallelFor(count, threads: ex.threads) { c, worker in
@@ -485,15 +537,7 @@ final class DistributedRectangle {
                     queryCount: qr.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: kr.count, samples: sampleRows,
                     scaleLog2: scaleLog2, outsideCount: controlVariate ? nk - kr.count : nil,
                     queryRow: { rows.query[qSlot + $0] },
-                    emit: { i, o, l in
-                        let dst = rows.result[qSlot + i]
-                        if let lse = rows.logSumExp[qSlot + i] {
-                            finishRow(dst, lse, partial: o, partialLogSumExp: l, valueDim: dv, withLse: withLse, merge: merge)
-                        } else {
-                            dst.update(from: o, count: dv)
-                            if withLse { dst[dv] = l }
-                        }
-                    })
+                    emit: { i, o, l in emit(qSlot + i, o, l) })
                 pairCounter.set(b, qr.count * (kr.count + unmasked))
             }
             let k1 = MPIEnvironment.wallTime
@@ -571,12 +615,15 @@ struct PieceCommunicators {
     let exchange: Communicator
     let samples: Communicator
     let results: Communicator
+    /// The blocks' Σ v for the control variate, when the blocks run on an accelerator.
+    let controlSums: Communicator?
 
-    init(_ sub: Communicator) throws {
+    init(_ sub: Communicator, controlSums: Bool) throws {
         histograms = sub
         exchange = try sub.duplicate()
         samples = try sub.duplicate()
         results = try sub.duplicate()
+        self.controlSums = controlSums ? try sub.duplicate() : nil
     }
 }
 

@@ -91,7 +91,7 @@ public struct RingAttention: SequenceParallelAttention {
         // with no keys at all nothing is written and O is zeroed, as a fresh tensor would be.
         let localRows = myQueries.reduce(0) { $0 + $1.count }
         var output = scratch.results.takeOutput(shape: [shape.batch, shape.queryHeads, localRows, dv])
-        var lse = scratch.results.takeLogSumExp(shape: [shape.batch, shape.queryHeads, localRows])
+        let lse = scratch.results.takeLogSumExp(shape: [shape.batch, shape.queryHeads, localRows])
         if shape.keyCount == 0 { output.withUnsafeMutableBufferPointer { $0.update(repeating: 0) } }
         defer { scratch.results.keep(output: output, logSumExp: lse) }
 
