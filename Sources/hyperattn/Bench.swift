@@ -1,4 +1,5 @@
 import ArgumentParser
+import CUDADriver
 import Foundation
 import DistributedHyperAttention
 import HyperAttention
@@ -104,17 +105,16 @@ struct Bench: ParsableCommand {
         guard speedHistoryDecay > 0, speedHistoryDecay <= 1 else {
             throw ValidationError("--speed-history-decay must be in (0, 1], got \(speedHistoryDecay)")
         }
+        if compute.isCUDA && MPILaunch.isMPI(flag: mpi) && modes.values.contains(.ring) {
+            throw ValidationError("--modes ring computes on the CPU: leave ring out of --modes with --backend cuda")
+        }
         if modes.values.contains(.ring) && !MPILaunch.isMPI(flag: mpi) {
             throw ValidationError("--modes ring is ring attention over MPI ranks: run under mpirun (or add --mpi for one rank)")
         }
     }
 
     func run() throws {
-        if compute.isCUDA {
-            if MPILaunch.isMPI(flag: mpi) {
-                printError("--backend cuda: not yet available under mpirun (the distributed layer computes on the CPU)")
-                throw ExitCode(1)
-            }
+        if compute.isCUDA && !MPILaunch.isMPI(flag: mpi) {
             return try runGPUBench(compute)
         }
         if MPILaunch.isMPI(flag: mpi) {
@@ -285,13 +285,26 @@ extension Bench {
                 for isCausal in causalValues {
                     index += 1
                     let label = "[\(index)/\(total)] \(mode.rawValue)\(isCausal ? " causal" : "") n=\(length)"
-                    var options = algorithm.attentionOptions(mode: mode.attentionMode, causal: isCausal)
+                    var options = compute.applied(to: algorithm.attentionOptions(mode: mode.attentionMode, causal: isCausal))
                     options.threads = threads
                     let dist: any SequenceParallelAttention = MPILaunch.agreeing(world) {
                         try checkedOptions(options, shape)
-                        return mode == .ring
-                            ? try RingAttention(communicator: world, shape: shape, options: options)
-                            : try DistributedAttention(communicator: world, shape: shape, options: options, balancing: balance, placement: placement, pipelined: pipeline == .yes, speedHistoryDecay: speedHistoryDecay)
+                        if mode == .ring { return try RingAttention(communicator: world, shape: shape, options: options) }
+                        do {
+                            return try DistributedAttention(communicator: world, shape: shape, options: options, balancing: balance, placement: placement, pipelined: pipeline == .yes, speedHistoryDecay: speedHistoryDecay)
+                        } catch let e as CUDAError {
+                            throw CLIError("--backend cuda: rank \(world.rank): \(e)")
+                        }
+                    }
+                    if compute.isCUDA, let gpu = (dist as? DistributedAttention)?.accelerator?.deviceDescription {
+                        let all = MPILaunch.orAbort(world, "MPI") { try world.gatherv(Array("rank \(world.rank): \(gpu)".utf8), root: 0) }
+                        if let all, index == 1 {
+                            var at = 0
+                            for count in all.counts {
+                                print("  gpu " + String(decoding: all.values[at..<(at + count)], as: UTF8.self))
+                                at += count
+                            }
+                        }
                     }
                     let chunks = dist.localQueryChunks
                     if problem?.chunks != chunks {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import CUDADriver
 import DistributedHyperAttention
 import Foundation
 import HyperAttention
@@ -66,6 +67,9 @@ struct Run: ParsableCommand {
         }
         if let lse, samePath(lse, out) { throw ValidationError("--lse and --out name the same file \(out)") }
         if exact, let mode, mode != .exact { throw ValidationError("--exact contradicts --mode \(mode.rawValue)") }
+        if effectiveMode == .ring && compute.isCUDA {
+            throw ValidationError("--mode ring computes on the CPU: use --backend cpu with it")
+        }
         if effectiveMode == .ring && !RunLaunch.current.isMPI {
             throw ValidationError("--mode ring is ring attention over MPI ranks: run it under mpirun")
         }
@@ -74,10 +78,6 @@ struct Run: ParsableCommand {
     func run() throws {
         let launch = RunLaunch.current
         if launch.isMPI {
-            if compute.isCUDA {
-                printError("--backend cuda: not yet available under mpirun (the distributed layer computes on the CPU); run one process per GPU")
-                throw ExitCode(1)
-            }
             try runDistributed(launch)
         } else {
             try runSingleProcess()
@@ -122,7 +122,7 @@ struct Run: ParsableCommand {
     private func runDistributed(_ launch: RunLaunch) throws {
         try launch.start()
         let world = Communicator.world
-        var options = algorithm.attentionOptions(mode: effectiveMode.attentionMode, causal: causal)
+        var options = compute.applied(to: algorithm.attentionOptions(mode: effectiveMode.attentionMode, causal: causal))
         if algorithm.threads == nil { options.threads = launch.threadsPerRank }
         // Every rank checks headers and options (all see the same files, so all agree); rank 0
         // also checks that the outputs can be written.
@@ -134,9 +134,18 @@ struct Run: ParsableCommand {
             return (shape, headers.q.shape, headers.v.shape)
         }
         guard let (shape, queryShape, valueShape) = setup else { launch.exit(1) }
-        let dist: any SequenceParallelAttention = effectiveMode == .ring
-            ? try RingAttention(communicator: world, shape: shape, options: options)
-            : try DistributedAttention(communicator: world, shape: shape, options: options)
+        let made = try agree(world) { () throws -> any SequenceParallelAttention in
+            if effectiveMode == .ring { return try RingAttention(communicator: world, shape: shape, options: options) }
+            do {
+                return try DistributedAttention(communicator: world, shape: shape, options: options)
+            } catch let e as CUDAError {
+                throw CLIError("--backend cuda: rank \(world.rank): \(e)")
+            }
+        }
+        guard let dist = made else { launch.exit(1) }
+        if let gpu = (dist as? DistributedAttention)?.accelerator?.deviceDescription {
+            print("  rank \(world.rank) gpu: \(gpu), \(compute.precision.rawValue) inputs")
+        }
         // Each rank reads only its rows (chunk after chunk), as [b, h, rows, d].
         let slices = try agree(world) { () throws -> (Tensor, Tensor, Tensor) in
             func read(_ flag: String, _ path: String, _ chunks: [Range<Int>], heads: Int, width: Int, total: Int) throws -> Tensor {
