@@ -235,6 +235,12 @@ PY
     bad_input "--n must be" bench --n 0
     bad_input "contradicts --mode ring" run --q a.npy --k b.npy --v c.npy --out o.npy --exact --mode ring
     bad_input "non-finite value nan" --n 4096 --peak-ms 0 --error-rows 0 --inject-nan-rank 1
+    bad_input "ring computes on the CPU" bench --n 4096 --modes hyper,ring --backend cuda
+    # Without a CUDA driver (CI): every rank fails to open its GPU, one line names the lowest,
+    # before the FMA peak is measured.
+    if ! ldconfig -p 2>/dev/null | grep -q 'libcuda\.so\.1'; then
+        bad_input "backend cuda: rank 0: no CUDA driver" bench --n 4096 --modes hyper --backend cuda
+    fi
 
     # 4. Two hosts through network namespaces (root only; skipped where not permitted).
     if [ "${MPI_TEST_NETNS:-1}" != 0 ]; then

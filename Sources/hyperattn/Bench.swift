@@ -3,6 +3,7 @@ import CUDADriver
 import Foundation
 import DistributedHyperAttention
 import HyperAttention
+import HyperAttentionCUDA
 import MPI
 
 /// `hyperattn bench`: a table of attention timings against the machine's measured FMA peak.
@@ -248,6 +249,14 @@ extension Bench {
         let progress = ProgressLine(enabled: isRoot && isatty(2) != 0)
         var machine = MachineInfo.current()
 
+        // A missing GPU ends the job now, not after the peak measurement.
+        if compute.isCUDA {
+            MPILaunch.agreeing(world) {
+                do { _ = try cudaDeviceDescription(compute.deviceIndex) } catch let e as CUDAError {
+                    throw CLIError("--backend cuda: rank \(world.rank): \(e)")
+                }
+            }
+        }
         // The ranks' peaks, measured together (they share the node's cores), summed.
         progress.begin("measuring FMA peak on \(ranks) rank(s) × \(threads) thread(s)")
         MPILaunch.orAbort(world, "MPI") { try world.barrier() }
