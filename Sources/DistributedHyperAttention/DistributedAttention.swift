@@ -72,8 +72,8 @@ public struct DistributedAttention: SequenceParallelAttention {
     ///   single-process call) or a decay outside (0, 1]; `CUDAError` when the CUDA backend is
     ///   asked for and the driver, NVRTC or the device is missing, or the shape is unsupported.
     public init(communicator: Communicator, shape: AttentionShape, options: AttentionOptions,
-                            balancing: BlockBalancing = .measuredSpeed, placement: BlockPlacement = .rowLocality, pipelined: Bool = true,
-                            speedHistoryDecay: Double = DistributedAttention.defaultSpeedHistoryDecay) throws {
+                balancing: BlockBalancing = .measuredSpeed, placement: BlockPlacement = .rowLocality, pipelined: Bool = true,
+                speedHistoryDecay: Double = DistributedAttention.defaultSpeedHistoryDecay) throws {
         var accelerator: PieceAccelerator? = nil
         if case let .cuda(device, precision) = options.backend {
             try options.validate(for: shape)

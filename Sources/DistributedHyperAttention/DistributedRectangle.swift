@@ -478,8 +478,6 @@ final class DistributedRectangle {
                 if withLse { dst[dv] = l }
             }
         }
-        // Chunks of blocks, with the other rectangles' transfers polled between them.
-        let chunk = max(4, 2 * ex.threads)
         var kernelSeconds = 0.0, pollSeconds = 0.0
         if let accelerator {
             // The whole batch on the device at once (other transfers progress inside the MPI
@@ -515,35 +513,38 @@ final class DistributedRectangle {
             }
             blockOwner = []
             kernelSeconds = MPIEnvironment.wallTime - k0
-        }
-        for first in Swift.stride(from: 0, to: accelerator == nil ? blockList.count : 0, by: chunk) {
-            let k0 = MPIEnvironment.wallTime
-            let count = min(chunk, blockList.count - first)
-            parallelFor(count, threads: ex.threads) { c, worker in
-                let b = first + c
-                let j = blockList[b]
-                let ws = ex.workspaces[worker]
-                let qr = partition.range(j, length: nq), kr = partition.range(j, length: nk)
-                let qSlot = querySlotBase[b], kSlot = keySlotBase[b]
-                ws.reserveGather(rows: max(kr.count, samples.positions.count))
-                for t in 0..<kr.count {
-                    ws.gather(slot: t, key: rows.key[kSlot + t], value: rows.value[kSlot + t])
+        } else {
+            // Chunks of blocks, with the other rectangles' transfers polled between them.
+            let chunk = max(4, 2 * ex.threads)
+            for first in Swift.stride(from: 0, to: blockList.count, by: chunk) {
+                let k0 = MPIEnvironment.wallTime
+                let count = min(chunk, blockList.count - first)
+                parallelFor(count, threads: ex.threads) { c, worker in
+                    let b = first + c
+                    let j = blockList[b]
+                    let ws = ex.workspaces[worker]
+                    let qr = partition.range(j, length: nq), kr = partition.range(j, length: nk)
+                    let qSlot = querySlotBase[b], kSlot = keySlotBase[b]
+                    ws.reserveGather(rows: max(kr.count, samples.positions.count))
+                    for t in 0..<kr.count {
+                        ws.gather(slot: t, key: rows.key[kSlot + t], value: rows.value[kSlot + t])
+                    }
+                    let unmasked = ws.setSampleBias(samples, blockKeys: kr)
+                    if controlVariate {
+                        ws.setValueCorrection(nodeValueSum: nodeValueSum, blockKeys: kr.count, samples: samples, rows: sampleRows)
+                    }
+                    ws.runBlock(
+                        queryCount: qr.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: kr.count, samples: sampleRows,
+                        scaleLog2: scaleLog2, outsideCount: controlVariate ? nk - kr.count : nil,
+                        queryRow: { rows.query[qSlot + $0] },
+                        emit: { i, o, l in emit(qSlot + i, o, l) })
+                    pairCounter.set(b, qr.count * (kr.count + unmasked))
                 }
-                let unmasked = ws.setSampleBias(samples, blockKeys: kr)
-                if controlVariate {
-                    ws.setValueCorrection(nodeValueSum: nodeValueSum, blockKeys: kr.count, samples: samples, rows: sampleRows)
-                }
-                ws.runBlock(
-                    queryCount: qr.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: kr.count, samples: sampleRows,
-                    scaleLog2: scaleLog2, outsideCount: controlVariate ? nk - kr.count : nil,
-                    queryRow: { rows.query[qSlot + $0] },
-                    emit: { i, o, l in emit(qSlot + i, o, l) })
-                pairCounter.set(b, qr.count * (kr.count + unmasked))
+                let k1 = MPIEnvironment.wallTime
+                kernelSeconds += k1 - k0
+                try pollOthers()
+                pollSeconds += MPIEnvironment.wallTime - k1
             }
-            let k1 = MPIEnvironment.wallTime
-            kernelSeconds += k1 - k0
-            try pollOthers()
-            pollSeconds += MPIEnvironment.wallTime - k1
         }
         report.evaluatedPairs += pairCounter.total
         report.computeSeconds += MPIEnvironment.wallTime - t - pollSeconds

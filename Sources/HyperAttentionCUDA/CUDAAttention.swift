@@ -168,8 +168,8 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         let scatter = try kernels.function("scatter_order")
         let blockSums = try kernels.function("cv_block_sums_\(p16)")
         let finish = try kernels.function("cv_finish_\(p16)")
-        let exactKernel = attentionKernel(p16: p16, dim: dim, hyper: false)
-        let hyperKernel = attentionKernel(p16: p16, dim: dim, hyper: true)
+        let exactKernel = attentionTileKernel(p16: p16, dim: dim, hyper: false)
+        let hyperKernel = attentionTileKernel(p16: p16, dim: dim, hyper: true)
         let attendExact = try kernels.function(exactKernel.name), attendHyper = try kernels.function(hyperKernel.name)
         let scaleLog2 = options.effectiveScale(headDim: dim) * 1.442_695_040_888_963_4
         let hq = (queryHash ?? query16).pointer, hk = (keyHash ?? key16).pointer
@@ -232,14 +232,6 @@ public final class CUDAAttentionSession: @unchecked Sendable {
             ])
             try mark?(level.hyper ? "attention (hyper levels)" : "attention (exact levels)")
         }
-    }
-
-    /// The tile kernel of exact or HyperAttention levels and its threads per CTA (128 query rows,
-    /// 16·MT rows per warp). d = 64: exact levels MT = 2 (4 warps; each K/V fragment read from
-    /// shared memory feeds two MMAs); HyperAttention levels MT = 1 (8 warps: their tiles are short,
-    /// and more warps hide the gathers and the epilogue; measured faster on the H100). d = 128: MT = 1.
-    func attentionKernel(p16: String, dim: Int, hyper: Bool) -> (name: String, threads: Int) {
-        attentionTileKernel(p16: p16, dim: dim, hyper: hyper)
     }
 
     /// Milliseconds per phase of one call, summed over levels (CUDA events between phases).
@@ -313,8 +305,10 @@ public final class CUDAAttentionSession: @unchecked Sendable {
     }
 }
 
-/// The tile kernel of exact or HyperAttention levels and its threads per CTA (see
-/// `CUDAAttentionSession.attentionKernel`).
+/// The tile kernel of exact or HyperAttention levels and its threads per CTA (128 query rows,
+/// 16·MT rows per warp). d = 64: exact levels MT = 2 (4 warps; each K/V fragment read from
+/// shared memory feeds two MMAs); HyperAttention levels MT = 1 (8 warps: their tiles are short,
+/// and more warps hide the gathers and the epilogue; measured faster on the H100). d = 128: MT = 1.
 func attentionTileKernel(p16: String, dim: Int, hyper: Bool) -> (name: String, threads: Int) {
     if dim == 64 { return hyper ? ("attn_\(p16)_d64_h", 256) : ("attn_\(p16)_d64", 128) }
     return ("attn_\(p16)_d\(dim)", 256)

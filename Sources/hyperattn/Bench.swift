@@ -1,5 +1,4 @@
 import ArgumentParser
-import CUDADriver
 import Foundation
 import DistributedHyperAttention
 import HyperAttention
@@ -251,11 +250,7 @@ extension Bench {
 
         // A missing GPU ends the job now, not after the peak measurement.
         if compute.isCUDA {
-            MPILaunch.agreeing(world) {
-                do { _ = try cudaDeviceDescription(compute.deviceIndex) } catch let e as CUDAError {
-                    throw CLIError("--backend cuda: rank \(world.rank): \(e)")
-                }
-            }
+            MPILaunch.agreeing(world) { _ = try namingCUDAFailure(rank: world.rank) { try cudaDeviceDescription(compute.deviceIndex) } }
         }
         // The ranks' peaks, measured together (they share the node's cores), summed.
         progress.begin("measuring FMA peak on \(ranks) rank(s) × \(threads) thread(s)")
@@ -299,15 +294,14 @@ extension Bench {
                     let dist: any SequenceParallelAttention = MPILaunch.agreeing(world) {
                         try checkedOptions(options, shape)
                         if mode == .ring { return try RingAttention(communicator: world, shape: shape, options: options) }
-                        do {
-                            return try DistributedAttention(communicator: world, shape: shape, options: options, balancing: balance, placement: placement, pipelined: pipeline == .yes, speedHistoryDecay: speedHistoryDecay)
-                        } catch let e as CUDAError {
-                            throw CLIError("--backend cuda: rank \(world.rank): \(e)")
+                        return try namingCUDAFailure(rank: world.rank) {
+                            try DistributedAttention(communicator: world, shape: shape, options: options, balancing: balance, placement: placement, pipelined: pipeline == .yes, speedHistoryDecay: speedHistoryDecay)
                         }
                     }
-                    if compute.isCUDA, let gpu = (dist as? DistributedAttention)?.accelerator?.deviceDescription {
+                    // Each rank's GPU, printed once (every rank takes this branch on the same row).
+                    if compute.isCUDA, index == 1, let gpu = (dist as? DistributedAttention)?.accelerator?.deviceDescription {
                         let all = MPILaunch.orAbort(world, "MPI") { try world.gatherv(Array("rank \(world.rank): \(gpu)".utf8), root: 0) }
-                        if let all, index == 1 {
+                        if let all {
                             var at = 0
                             for count in all.counts {
                                 print("  gpu " + String(decoding: all.values[at..<(at + count)], as: UTF8.self))

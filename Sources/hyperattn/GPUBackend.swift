@@ -66,6 +66,11 @@ struct BackendOptions: ParsableArguments {
     }
 }
 
+/// `body`, with a CUDA failure on this MPI rank reported as `--backend cuda: rank r: <message>`.
+func namingCUDAFailure<T>(rank: Int, _ body: () throws -> T) throws -> T {
+    do { return try body() } catch let e as CUDAError { throw CLIError("--backend cuda: rank \(rank): \(e)") }
+}
+
 extension Bench {
     /// `bench --backend cuda`: N(0, 1) inputs generated on the GPU, each row timed with CUDA
     /// events over `--repeats` calls (median), TFLOP/s of the evaluated pairs.

@@ -1,5 +1,4 @@
 import ArgumentParser
-import CUDADriver
 import DistributedHyperAttention
 import Foundation
 import HyperAttention
@@ -136,11 +135,7 @@ struct Run: ParsableCommand {
         guard let (shape, queryShape, valueShape) = setup else { launch.exit(1) }
         let made = try agree(world) { () throws -> any SequenceParallelAttention in
             if effectiveMode == .ring { return try RingAttention(communicator: world, shape: shape, options: options) }
-            do {
-                return try DistributedAttention(communicator: world, shape: shape, options: options)
-            } catch let e as CUDAError {
-                throw CLIError("--backend cuda: rank \(world.rank): \(e)")
-            }
+            return try namingCUDAFailure(rank: world.rank) { try DistributedAttention(communicator: world, shape: shape, options: options) }
         }
         guard let dist = made else { launch.exit(1) }
         if let gpu = (dist as? DistributedAttention)?.accelerator?.deviceDescription {
