@@ -21,15 +21,39 @@ final class CUDAKernels: @unchecked Sendable {
             throw CUDAError.unsupported(
                 "CUDA device \(index) (\(device.name)) has compute capability \(device.computeCapability.major).\(device.computeCapability.minor); the kernels need 8.0 or newer (bf16 mma.sync, cp.async)")
         }
-        let cubin = try KernelCache.cubin(source: cudaKernelSource, name: "hyperattn.cu", architecture: device.architecture)
-        let k = CUDAKernels(device: device, module: try device.loadModule(cubin: cubin))
+        // Compute capability 9.0 compiles for sm_90a, whose wgmma kernels the arch-neutral sm_90 lacks.
+        let wgmma = device.computeCapability.major == 9 && device.computeCapability.minor == 0
+        let cubin = try KernelCache.cubin(source: cudaKernelSource, name: "hyperattn.cu",
+                                          architecture: device.architecture + (wgmma ? "a" : ""))
+        let k = CUDAKernels(device: device, module: try device.loadModule(cubin: cubin), wgmma: wgmma)
         loaded[index] = k
         return k
     }
 
-    private init(device: CUDADevice, module: CUDAModule) {
+    private init(device: CUDADevice, module: CUDAModule, wgmma: Bool) {
         self.device = device
         self.module = module
+        let choice = ProcessInfo.processInfo.environment["HYPERATTN_GPU_MMA"] ?? "wgmma"
+        tileMMA = wgmma ? (choice == "sync" ? .sync : choice == "wgmma-hyper" ? .wgmmaHyperOnly : .wgmma) : .sync
+    }
+
+    /// Which tensor-core instructions the d = 64 tile kernels use: `wgmma` on sm_90a devices
+    /// (both kinds of levels), unless `HYPERATTN_GPU_MMA` says `sync` (mma.sync everywhere) or
+    /// `wgmma-hyper` (wgmma on HyperAttention levels only). Same results up to fp32 summation order.
+    enum TileMMA { case sync, wgmma, wgmmaHyperOnly }
+    let tileMMA: TileMMA
+
+    /// The tile kernel of exact or HyperAttention levels and its threads per CTA (128 query rows).
+    /// d = 64 with wgmma: 2 warpgroups of 64 rows. d = 64 with mma.sync: exact levels 4 warps of
+    /// 32 rows (each K/V fragment read from shared memory feeds two MMAs), HyperAttention levels
+    /// 8 warps of 16 rows (their tiles are short, and more warps hide the gathers and the
+    /// epilogue; measured faster on the H100). d = 128: 8 warps of 16 rows, mma.sync.
+    func tileKernel(p16: String, dim: Int, hyper: Bool) -> (name: String, threads: Int) {
+        guard dim == 64 else { return ("attn_\(p16)_d\(dim)", 256) }
+        switch (tileMMA, hyper) {
+        case (.wgmma, _), (.wgmmaHyperOnly, true): return (hyper ? "attn_\(p16)_d64_hw" : "attn_\(p16)_d64_w", 256)
+        default: return hyper ? ("attn_\(p16)_d64_h", 256) : ("attn_\(p16)_d64", 128)
+        }
     }
 
     func function(_ name: String) throws -> CUDAFunction {
@@ -168,8 +192,8 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         let scatter = try kernels.function("scatter_order")
         let blockSums = try kernels.function("cv_block_sums_\(p16)")
         let finish = try kernels.function("cv_finish_\(p16)")
-        let exactKernel = attentionTileKernel(p16: p16, dim: dim, hyper: false)
-        let hyperKernel = attentionTileKernel(p16: p16, dim: dim, hyper: true)
+        let exactKernel = kernels.tileKernel(p16: p16, dim: dim, hyper: false)
+        let hyperKernel = kernels.tileKernel(p16: p16, dim: dim, hyper: true)
         let attendExact = try kernels.function(exactKernel.name), attendHyper = try kernels.function(hyperKernel.name)
         let scaleLog2 = options.effectiveScale(headDim: dim) * 1.442_695_040_888_963_4
         let hq = (queryHash ?? query16).pointer, hk = (keyHash ?? key16).pointer
@@ -305,15 +329,6 @@ public final class CUDAAttentionSession: @unchecked Sendable {
     }
 }
 
-/// The tile kernel of exact or HyperAttention levels and its threads per CTA (128 query rows,
-/// 16·MT rows per warp). d = 64: exact levels MT = 2 (4 warps; each K/V fragment read from
-/// shared memory feeds two MMAs); HyperAttention levels MT = 1 (8 warps: their tiles are short,
-/// and more warps hide the gathers and the epilogue; measured faster on the H100). d = 128: MT = 1.
-func attentionTileKernel(p16: String, dim: Int, hyper: Bool) -> (name: String, threads: Int) {
-    if dim == 64 { return hyper ? ("attn_\(p16)_d64_h", 256) : ("attn_\(p16)_d64", 128) }
-    return ("attn_\(p16)_d\(dim)", 256)
-}
-
 /// Device tables of one level (see `HostLevel`) and its scratch arrays.
 final class DeviceLevel {
     let segments, chunks, hashSegments, hashChunks, directions: DeviceBuffer?
@@ -380,9 +395,12 @@ public func defaultCUDADevice(explicit: Int?) -> Int {
     return 0
 }
 
-/// A description of CUDA device `index` ("NVIDIA H100 80GB HBM3, sm_90, 132 SMs, driver 13.0").
+/// A description of CUDA device `index` and the tile kernels' tensor-core path ("NVIDIA H100
+/// 80GB HBM3, sm_90, 132 SMs, driver 13.0, wgmma"); compiles (or loads) the kernels.
 public func cudaDeviceDescription(_ index: Int) throws -> String {
-    let d = try CUDADevice(index: index)
+    let k = try CUDAKernels.forDevice(index)
+    let d = k.device
     let v = d.driver.version
-    return "\(d.name), \(d.architecture), \(d.multiprocessors) SMs, driver \(v / 1000).\(v % 1000 / 10)"
+    let mma = switch k.tileMMA { case .sync: "mma.sync"; case .wgmma: "wgmma"; case .wgmmaHyperOnly: "wgmma on hyper levels" }
+    return "\(d.name), \(d.architecture), \(d.multiprocessors) SMs, driver \(v / 1000).\(v % 1000 / 10), \(mma)"
 }

@@ -152,7 +152,7 @@ package final class CUDAPieceAccelerator: PieceAccelerator {
             ])
             correction = corrections.pointer
         }
-        let kernel = attentionTileKernel(p16: p16, dim: d, hyper: true)
+        let kernel = kernels.tileKernel(p16: p16, dim: d, hyper: true)
         let out = try buffer("out", bytes: t.queryRows * dv * 4), lse = try buffer("lse", bytes: t.queryRows * 4)
         try stream.launch(try kernels.function(kernel.name), grid: (t.tileCount, 1, 1), block: (kernel.threads, 1, 1), arguments: [
             .pointer(rows16[0].pointer), .pointer(rows16[1].pointer), .pointer(rows16[2].pointer), .pointer(out.pointer),

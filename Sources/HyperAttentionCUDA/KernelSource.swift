@@ -541,9 +541,64 @@ template <> __device__ __forceinline__ void mma16816<2>(float* d, const u32* a, 
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
+// ---- Hopper warpgroup MMA (sm_90a only: `wgmma.mma_async`) ----
+// A 64×64 tile of 16-bit rows in shared memory with the 128-byte swizzle: 16-byte chunk c of row r
+// at r·128 + (c ^ (r & 7))·16 bytes (the tile 1024-byte aligned). Its matrix descriptor: start
+// address, leading offset 16 (unused), stride 1024 bytes between groups of 8 rows, swizzle mode 1.
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define HYPERATTN_WGMMA 1
+#endif
+__device__ __forceinline__ unsigned long long wg_desc(const void* tile, int byteOffset) {
+    const unsigned long long a = (unsigned long long)((smem_u32(tile) + byteOffset) & 0x3FFFF) >> 4;
+    return a | (1ull << 16) | (64ull << 32) | (1ull << 62);
+}
+__device__ __forceinline__ void wg_fence() {
+#ifdef HYPERATTN_WGMMA
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void wg_commit_wait() {
+#ifdef HYPERATTN_WGMMA
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+    asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+#endif
+}
+// Shared memory written by the threads (generic proxy: cp.async, stores) made visible to wgmma.
+__device__ __forceinline__ void fence_proxy_async() {
+#ifdef HYPERATTN_WGMMA
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+#endif
+}
+// d (64×64 fp32 per warpgroup: a warp's 16 rows, as mma.sync's C fragments of 8 columns each)
+// = [d +] A·B, A (64×16) from registers (per warp as mma.sync's A fragment), B (16×64) in shared
+// memory: K-major (TRANS 0: B = a K tile's 64 rows × 16 columns) or MN-major (TRANS 1: 16 rows
+// of a V tile × its 64 columns).
+template <int KIND, int TRANS>
+__device__ __forceinline__ void wgmma_64x64x16(float* d, const u32* a, unsigned long long desc, int accumulate) {
+#ifdef HYPERATTN_WGMMA
+#define WG_D8(i) "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]), "+f"(d[i + 6]), "+f"(d[i + 7])
+#define WG_ASM(TYPE) \
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %38, 0;\n" \
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " " \
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+        "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, " \
+        "{%32, %33, %34, %35}, %36, p, 1, 1, %37;\n}\n" \
+        : WG_D8(0), WG_D8(8), WG_D8(16), WG_D8(24) \
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc), "n"(TRANS), "r"(accumulate))
+    if (KIND == 1) WG_ASM("bf16"); else WG_ASM("f16");
+#undef WG_ASM
+#undef WG_D8
+#else
+    __trap();
+#endif
+}
+
 // MT = 16-row m-tiles per warp: every K/V fragment read from shared memory feeds MT MMAs, so a
 // CTA of BR rows has BR / (16·MT) warps.
-template <int KIND, int D, int BC, int MT, bool LAZY, int ROWS, int MAXK>
+// WG (sm_90a, d = 64, BC = 64, MT = 1): the two products on `wgmma` per warpgroup of 4 warps
+// (64 rows), K and V tiles read by the tensor cores from 128-byte-swizzled shared memory (no
+// ldmatrix); otherwise `mma.sync` per warp.
+template <int KIND, int D, int BC, int MT, bool LAZY, int ROWS, int MAXK, bool WG>
 __device__ __forceinline__ void attn_impl(
     const u16* __restrict__ Q, const u16* __restrict__ K, const u16* __restrict__ V, float* __restrict__ O, float* __restrict__ L,
     int nQ, int nK, const int* __restrict__ tiles, const int* __restrict__ qOrder, const int* __restrict__ kOrder,
@@ -556,8 +611,11 @@ __device__ __forceinline__ void attn_impl(
     constexpr int STRIDE = D + 8;  // halves; 16-byte rows shifted by one bank group: ldmatrix conflict-free
     constexpr int CPR = D / 8;     // 16-byte chunks per row
     static_assert((BC * CPR) % NT == 0 && BC <= NT, "tile shape");
-    __shared__ __align__(16) u16 sK[2][BC][STRIDE];
-    __shared__ __align__(16) u16 sV[2][BC][STRIDE];
+    static_assert(!WG || (D == 64 && BC == 64 && MT == 1 && ROWS % 64 == 0), "wgmma tile shape");
+    __shared__ __align__(1024) u16 sK[2][BC][WG ? D : STRIDE];
+    __shared__ __align__(1024) u16 sV[2][BC][WG ? D : STRIDE];
+    // Where 16-byte chunk c of a tile's row r goes (swizzled for wgmma, padded rows otherwise).
+    auto chunkAt = [](int r, int c) { return WG ? ((c ^ (r & 7)) * 8) : c * 8; };
     __shared__ float sBias[2][BC];
     __shared__ int sRowQ[ROWS];
     __shared__ int sRowK[TK];
@@ -623,8 +681,8 @@ __device__ __forceinline__ void attn_impl(
                 const int row = sRowK[t * BC + r];
                 const bool valid = row >= 0;
                 const size_t off = (size_t)(valid ? row : 0) * D + c * 8;
-                cp_async16(&sK[stage][r][c * 8], Kh + off, valid ? 16 : 0);
-                cp_async16(&sV[stage][r][c * 8], Vh + off, valid ? 16 : 0);
+                cp_async16(&sK[stage][r][chunkAt(r, c)], Kh + off, valid ? 16 : 0);
+                cp_async16(&sV[stage][r][chunkAt(r, c)], Vh + off, valid ? 16 : 0);
             }
             return;
         }
@@ -641,8 +699,8 @@ __device__ __forceinline__ void attn_impl(
                 const int j = start + r;
                 row = sample ? kBase + kOrder[kOrd + samplePos[sOff + j]] : (kOrd >= 0 ? kBase + kOrder[kOrd + kFirst + j] : kFirst + j);
             }
-            cp_async16(&sK[stage][r][c * 8], Kh + (size_t)row * D + c * 8, valid ? 16 : 0);
-            cp_async16(&sV[stage][r][c * 8], Vh + (size_t)row * D + c * 8, valid ? 16 : 0);
+            cp_async16(&sK[stage][r][chunkAt(r, c)], Kh + (size_t)row * D + c * 8, valid ? 16 : 0);
+            cp_async16(&sV[stage][r][chunkAt(r, c)], Vh + (size_t)row * D + c * 8, valid ? 16 : 0);
         }
         if (tid < BC) {
             float bias = NEG_INF;
@@ -680,8 +738,10 @@ __device__ __forceinline__ void attn_impl(
         }
     }
     // Causal tiles are exact tiles: query rows are qFirst + i, key rows kFirst + j.
-    const int warpLastRow = qFirst + min(wrow + 16 * MT - 1, qCount - 1);
-    const bool warpEmpty = wrow >= qCount;
+    // wgmma: the 4 warps of a warpgroup (64 rows) skip together.
+    const int srow = WG ? (warp >> 2) * 64 : wrow, srows = WG ? 64 : 16 * MT;
+    const int warpLastRow = qFirst + min(srow + srows - 1, qCount - 1);
+    const bool warpEmpty = srow >= qCount;
     // With a positive scale the row maximum can be taken on the raw scores and the scale folded
     // into the exponent's one FMA (exp2(s·c − m)); biased tiles add the bias first.
     const bool positiveScale = scaleLog2 > 0.f;
@@ -700,6 +760,7 @@ __device__ __forceinline__ void attn_impl(
         if (t + 1 < nTiles) loadTile((t + 1) & 1, t + 1);
         cp_async_commit();
         cp_async_wait1();
+        if (WG) fence_proxy_async();
         __syncthreads();
         const int stage = t & 1;
         const bool sample = t >= nKeyTiles;
@@ -711,16 +772,23 @@ __device__ __forceinline__ void attn_impl(
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
                 for (int nt = 0; nt < BC / 8; nt++) { s[mt][nt][0] = s[mt][nt][1] = s[mt][nt][2] = s[mt][nt][3] = 0.f; }
+            if (WG) {
+                wg_fence();
 #pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) {
+                for (int kk = 0; kk < D / 16; kk++) wgmma_64x64x16<KIND, 0>(&s[0][0][0], qf[0][kk], wg_desc(&sK[stage][0][0], kk * 32), kk > 0);
+                wg_commit_wait();
+            } else {
 #pragma unroll
-                for (int nt = 0; nt < BC / 8; nt += 2) {
-                    u32 b0, b1, b2, b3;
-                    ldmatrix_x4(b0, b1, b2, b3, &sK[stage][nt * 8 + ((lane >> 4) & 1) * 8 + (lane & 7)][kk * 16 + ((lane >> 3) & 1) * 8]);
+                for (int kk = 0; kk < D / 16; kk++) {
 #pragma unroll
-                    for (int mt = 0; mt < MT; mt++) {
-                        mma16816<KIND>(s[mt][nt], qf[mt][kk], b0, b1);
-                        mma16816<KIND>(s[mt][nt + 1], qf[mt][kk], b2, b3);
+                    for (int nt = 0; nt < BC / 8; nt += 2) {
+                        u32 b0, b1, b2, b3;
+                        ldmatrix_x4(b0, b1, b2, b3, &sK[stage][nt * 8 + ((lane >> 4) & 1) * 8 + (lane & 7)][kk * 16 + ((lane >> 3) & 1) * 8]);
+#pragma unroll
+                        for (int mt = 0; mt < MT; mt++) {
+                            mma16816<KIND>(s[mt][nt], qf[mt][kk], b0, b1);
+                            mma16816<KIND>(s[mt][nt + 1], qf[mt][kk], b2, b3);
+                        }
                     }
                 }
             }
@@ -798,6 +866,7 @@ __device__ __forceinline__ void attn_impl(
                     for (int nd = 0; nd < D / 8; nd++) { o[mt][nd][0] *= a0; o[mt][nd][1] *= a0; o[mt][nd][2] *= a1; o[mt][nd][3] *= a1; }
                 }
             }
+            if (WG) wg_fence();
 #pragma unroll
             for (int ks = 0; ks < BC / 16; ks++) {
                 u32 a[MT][4];
@@ -808,17 +877,22 @@ __device__ __forceinline__ void attn_impl(
                     a[mt][2] = pack2<KIND>(s[mt][2 * ks + 1][0], s[mt][2 * ks + 1][1]);
                     a[mt][3] = pack2<KIND>(s[mt][2 * ks + 1][2], s[mt][2 * ks + 1][3]);
                 }
+                if (WG) {
+                    wgmma_64x64x16<KIND, 1>(&o[0][0][0], a[0], wg_desc(&sV[stage][0][0], ks * 16 * D * 2), 1);
+                } else {
 #pragma unroll
-                for (int nd = 0; nd < D / 8; nd += 2) {
-                    u32 b0, b1, b2, b3;
-                    ldmatrix_x4_trans(b0, b1, b2, b3, &sV[stage][ks * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][nd * 8 + (lane >> 4) * 8]);
+                    for (int nd = 0; nd < D / 8; nd += 2) {
+                        u32 b0, b1, b2, b3;
+                        ldmatrix_x4_trans(b0, b1, b2, b3, &sV[stage][ks * 16 + ((lane >> 3) & 1) * 8 + (lane & 7)][nd * 8 + (lane >> 4) * 8]);
 #pragma unroll
-                    for (int mt = 0; mt < MT; mt++) {
-                        mma16816<KIND>(o[mt][nd], a[mt], b0, b1);
-                        mma16816<KIND>(o[mt][nd + 1], a[mt], b2, b3);
+                        for (int mt = 0; mt < MT; mt++) {
+                            mma16816<KIND>(o[mt][nd], a[mt], b0, b1);
+                            mma16816<KIND>(o[mt][nd + 1], a[mt], b2, b3);
+                        }
                     }
                 }
             }
+            if (WG) wg_commit_wait();
         }
         __syncthreads();
     }
@@ -877,19 +951,26 @@ __device__ __forceinline__ void attn_impl(
 
 // NAME, input kind, d, keys per tile, m-tiles per warp, CTAs per SM for the register budget,
 // lazy rescale, query rows per CTA, gathered-row table size (0: none).
-#define ATTN_KERNEL(NAME, KIND, D, BC, MT, MINB, LAZY, ROWS, MAXK) \
+#define ATTN_KERNEL(NAME, KIND, D, BC, MT, MINB, LAZY, ROWS, MAXK, WG) \
 extern "C" __global__ void __launch_bounds__(ROWS / (16 * MT) * 32, MINB) NAME( \
     const u16* Q, const u16* K, const u16* V, float* O, float* L, int nQ, int nK, const int* tiles, const int* qOrder, \
     const int* kOrder, const int* samplePos, const float* sampleLog2W, const float* cvD, float scaleLog2) { \
-    attn_impl<KIND, D, BC, MT, LAZY, ROWS, MAXK>(Q, K, V, O, L, nQ, nK, tiles, qOrder, kOrder, samplePos, sampleLog2W, cvD, scaleLog2); }
+    attn_impl<KIND, D, BC, MT, LAZY, ROWS, MAXK, WG>(Q, K, V, O, L, nQ, nK, tiles, qOrder, kOrder, samplePos, sampleLog2W, cvD, scaleLog2); }
 // d = 64: exact levels MT = 2 (long tiles: half the shared-memory reads per MMA); HyperAttention
 // levels MT = 1 with the lazy rescale (short tiles: 8 warps hide the gathers and the epilogue),
 // bf16 with the gathered-row table (measured on the H100; fp16 and d = 128 not yet measured with
 // it, so they keep the per-tile lookups).
-ATTN_KERNEL(attn_bf16_d64, 1, 64, 64, 2, 2, false, 128, 0)
-ATTN_KERNEL(attn_f16_d64, 2, 64, 64, 2, 2, false, 128, 0)
-ATTN_KERNEL(attn_bf16_d64_h, 1, 64, 64, 1, 2, true, 128, 1024)
-ATTN_KERNEL(attn_f16_d64_h, 2, 64, 64, 1, 2, true, 128, 0)
-ATTN_KERNEL(attn_bf16_d128, 1, 128, 32, 1, 2, false, 128, 0)
-ATTN_KERNEL(attn_f16_d128, 2, 128, 32, 1, 2, false, 128, 0)
+ATTN_KERNEL(attn_bf16_d64, 1, 64, 64, 2, 2, false, 128, 0, false)
+ATTN_KERNEL(attn_f16_d64, 2, 64, 64, 2, 2, false, 128, 0, false)
+ATTN_KERNEL(attn_bf16_d64_h, 1, 64, 64, 1, 2, true, 128, 1024, false)
+ATTN_KERNEL(attn_f16_d64_h, 2, 64, 64, 1, 2, true, 128, 0, false)
+ATTN_KERNEL(attn_bf16_d128, 1, 128, 32, 1, 2, false, 128, 0, false)
+ATTN_KERNEL(attn_f16_d128, 2, 128, 32, 1, 2, false, 128, 0, false)
+#ifdef HYPERATTN_WGMMA
+// sm_90a: the d = 64 tile kernels on wgmma (exact levels too: 128 rows = 2 warpgroups).
+ATTN_KERNEL(attn_bf16_d64_hw, 1, 64, 64, 1, 2, true, 128, 1024, true)
+ATTN_KERNEL(attn_f16_d64_hw, 2, 64, 64, 1, 2, true, 128, 0, true)
+ATTN_KERNEL(attn_bf16_d64_w, 1, 64, 64, 1, 2, false, 128, 0, true)
+ATTN_KERNEL(attn_f16_d64_w, 2, 64, 64, 1, 2, false, 128, 0, true)
+#endif
 """#

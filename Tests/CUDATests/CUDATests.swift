@@ -51,11 +51,11 @@ enum GPU {
 
 @Suite("CUDA kernel source (NVRTC compile check)")
 struct KernelSourceTests {
-    @Test("The kernel source compiles for sm_80 and sm_90 with an empty log",
+    @Test("The kernel source compiles for sm_80, sm_90 and sm_90a (wgmma) with an empty log",
           .enabled(if: NVRTCLocator.available, Comment(rawValue: NVRTCLocator.reason)))
     func compiles() throws {
         let nvrtc = try NVRTCLocator.loaded.get()
-        for arch in ["sm_80", "sm_90"] {
+        for arch in ["sm_80", "sm_90", "sm_90a"] {
             let c = try nvrtc.compile(source: cudaKernelSource, name: "hyperattn.cu", architecture: arch)
             #expect(c.cubin.count > 1000)
             #expect(c.log.isEmpty, "NVRTC log for \(arch): \(c.log)")
