@@ -33,15 +33,13 @@ final class CUDAKernels: @unchecked Sendable {
     private init(device: CUDADevice, module: CUDAModule, wgmma: Bool) {
         self.device = device
         self.module = module
-        let choice = ProcessInfo.processInfo.environment["HYPERATTN_GPU_MMA"] ?? "wgmma"
-        tileMMA = wgmma ? (choice == "sync" ? .sync : choice == "wgmma-hyper" ? .wgmmaHyperOnly : .wgmma) : .sync
+        usesWGMMA = wgmma && ProcessInfo.processInfo.environment["HYPERATTN_GPU_MMA"] != "sync"
     }
 
-    /// Which tensor-core instructions the d = 64 tile kernels use: `wgmma` on sm_90a devices
-    /// (both kinds of levels), unless `HYPERATTN_GPU_MMA` says `sync` (mma.sync everywhere) or
-    /// `wgmma-hyper` (wgmma on HyperAttention levels only). Same results up to fp32 summation order.
-    enum TileMMA { case sync, wgmma, wgmmaHyperOnly }
-    let tileMMA: TileMMA
+    /// Whether the d = 64 tile kernels run on `wgmma` (sm_90a devices, unless the environment
+    /// variable `HYPERATTN_GPU_MMA` is `sync`) or on `mma.sync`. The same results up to the order
+    /// of fp32 sums; wgmma measured 1.2× faster on the H100 (docs/results/gpu/wgmma-h100).
+    let usesWGMMA: Bool
 
     /// The tile kernel of exact or HyperAttention levels and its threads per CTA (128 query rows).
     /// d = 64 with wgmma: 2 warpgroups of 64 rows. d = 64 with mma.sync: exact levels 4 warps of
@@ -50,10 +48,8 @@ final class CUDAKernels: @unchecked Sendable {
     /// epilogue; measured faster on the H100). d = 128: 8 warps of 16 rows, mma.sync.
     func tileKernel(p16: String, dim: Int, hyper: Bool) -> (name: String, threads: Int) {
         guard dim == 64 else { return ("attn_\(p16)_d\(dim)", 256) }
-        switch (tileMMA, hyper) {
-        case (.wgmma, _), (.wgmmaHyperOnly, true): return (hyper ? "attn_\(p16)_d64_hw" : "attn_\(p16)_d64_w", 256)
-        default: return hyper ? ("attn_\(p16)_d64_h", 256) : ("attn_\(p16)_d64", 128)
-        }
+        if usesWGMMA { return (hyper ? "attn_\(p16)_d64_hw" : "attn_\(p16)_d64_w", 256) }
+        return hyper ? ("attn_\(p16)_d64_h", 256) : ("attn_\(p16)_d64", 128)
     }
 
     func function(_ name: String) throws -> CUDAFunction {
@@ -401,6 +397,5 @@ public func cudaDeviceDescription(_ index: Int) throws -> String {
     let k = try CUDAKernels.forDevice(index)
     let d = k.device
     let v = d.driver.version
-    let mma = switch k.tileMMA { case .sync: "mma.sync"; case .wgmma: "wgmma"; case .wgmmaHyperOnly: "wgmma on hyper levels" }
-    return "\(d.name), \(d.architecture), \(d.multiprocessors) SMs, driver \(v / 1000).\(v % 1000 / 10), \(mma)"
+    return "\(d.name), \(d.architecture), \(d.multiprocessors) SMs, driver \(v / 1000).\(v % 1000 / 10), \(k.usesWGMMA ? "wgmma" : "mma.sync")"
 }

@@ -28,6 +28,10 @@
 ///   block masked, then the control variate; bf16 d = 64: every key row and bias of the CTA
 ///   looked up once into shared memory before the first tile). The epilogue writes (O, lse) in fp32 or lse-merges
 ///   into the rows' existing partial, exactly as `mergePartial`.
+/// - `attn_{bf16,f16}_d64_{w,hw}` (sm_90a only): the same tile kernel with both products on
+///   Hopper's `wgmma.mma_async` (m64n64k16, one warpgroup = 64 rows; A from registers, K and V
+///   tiles read by the tensor cores from 128-byte-swizzled shared memory, V transposed by the
+///   instruction), exact and HyperAttention levels.
 let cudaKernelSource = #"""
 typedef unsigned short u16;
 typedef unsigned int u32;
