@@ -11,11 +11,13 @@
 ///   fused lanes, then a tree) with the directions in shared memory; the rows reach the lanes
 ///   through shared memory (coalesced, double-buffered `cp.async` copies).
 /// - `count_buckets`: per sort segment (the Q and K rows of each HyperAttention piece, all
-///   levels in one launch), the per-chunk bucket histogram read from the bucket array.
+///   levels in one launch), the per-chunk bucket histogram read from the bucket array (in shared
+///   memory for ≤ 256 buckets).
 /// - `scan_counts`: per segment, exclusive scan of the (bucket, chunk) counts.
-/// - `scatter_order`: the stable scatter of the counting sort (rank within a warp by
-///   `__match_any_sync`, running offsets in shared memory), giving sorted position → row, as the
-///   CPU's `SortLSH.sortedOrder`.
+/// - `scatter_order_local` (≤ 256 buckets) / `scatter_order`: the stable scatter of the counting
+///   sort (rank within a warp by `__match_any_sync`), giving sorted position → row, as the CPU's
+///   `SortLSH.sortedOrder`; the local one sorts each chunk in shared memory first and writes the
+///   order out run by run.
 /// - `cv_block_sums_*`, `cv_finish_*`: the control variate's per-block Σ V corrections.
 /// - `attn_{bf16,f16}_d{64,128}[_h]`: the fused tile kernel. One CTA = 128 query rows, warps of
 ///   16·MT rows (MT = 2 for d = 64 exact levels, else 1), FlashAttention-2 style: keys in tiles of
@@ -274,10 +276,14 @@ HASH_KERNEL(hash_rows_bf16_d128, 1, 128, 1)
 HASH_KERNEL(hash_rows_f16_d128, 2, 128, 1)
 
 // Bucket histogram per (bucket, chunk) of every sort segment (all levels): one warp per chunk,
-// the rows' buckets read from the per-row bucket array; one atomic per distinct bucket of each 32
-// rows (`__match_any_sync`). `counts` must be zero.
+// the rows' buckets read from the per-row bucket array (8 loads in flight per lane). With
+// 2^bits ≤ 256 the warp counts in shared memory (one shared atomic per distinct bucket of each
+// 32 rows, `__match_any_sync`) and then stores its column of counts (each (bucket, chunk) has one
+// owner); otherwise it adds into `counts` with global atomics (`counts` must then be zero).
+#define COUNT_UNROLL 8
 extern "C" __global__ void __launch_bounds__(HASH_WARPS * 32) count_buckets(const int* segs, const int* chunks, int numChunks,
-    const u16* buckets, int* counts) {
+    const u16* buckets, int* counts, int bits) {
+    __shared__ int sHist[HASH_WARPS][256];
     int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (warp >= numChunks) return;
@@ -286,15 +292,36 @@ extern "C" __global__ void __launch_bounds__(HASH_WARPS * 32) count_buckets(cons
     const int nch = c.nch, ci = c.ci, lo = c.lo, hi = c.hi;
     const u16* bk = buckets + s[SEG_BKT];
     int* cnt = counts + s[SEG_CNT] + ci;
-    for (int b0 = lo; b0 < hi; b0 += 32) {
-        const int i = b0 + lane;
-        const bool valid = i < hi;
-        const unsigned mask = __ballot_sync(0xffffffffu, valid);
-        if (valid) {
-            const u32 bucket = bk[i];
-            const unsigned peers = __match_any_sync(mask, bucket);
-            if (__ffs(peers) - 1 == lane) atomicAdd(&cnt[(int)bucket * nch], __popc(peers));
+    const bool local = (1 << bits) <= 256;
+    int* hist = sHist[threadIdx.x >> 5];
+    if (local) {
+        for (int b = lane; b < (1 << bits); b += 32) hist[b] = 0;
+        __syncwarp();
+    }
+    for (int b0 = lo; b0 < hi; b0 += 32 * COUNT_UNROLL) {
+        u32 bucket[COUNT_UNROLL];
+#pragma unroll
+        for (int u = 0; u < COUNT_UNROLL; u++) {
+            const int i = b0 + 32 * u + lane;
+            bucket[u] = i < hi ? bk[i] : 0xffffffffu;
         }
+#pragma unroll
+        for (int u = 0; u < COUNT_UNROLL; u++) {
+            const bool valid = bucket[u] != 0xffffffffu;
+            const unsigned mask = __ballot_sync(0xffffffffu, valid);
+            if (valid) {
+                const unsigned peers = __match_any_sync(mask, bucket[u]);
+                if (__ffs(peers) - 1 == lane) {
+                    if (local) hist[bucket[u]] += __popc(peers);
+                    else atomicAdd(&cnt[(int)bucket[u] * nch], __popc(peers));
+                }
+            }
+            __syncwarp();
+        }
+    }
+    if (local) {
+        __syncwarp();
+        for (int b = lane; b < (1 << bits); b += 32) cnt[b * nch] = hist[b];
     }
 }
 
@@ -373,6 +400,78 @@ extern "C" __global__ void __launch_bounds__(SCATTER_WARPS * 32) scatter_order(c
         if (valid && __ffs(peers) - 1 == lane) *slot = *slot + __popc(peers);
         __syncwarp();
     }
+}
+
+// The same stable scatter for chunks of ≤ 2048 rows and 2^bits ≤ 256, staged in shared memory:
+// the warp first places its rows in chunk-local sorted order (bucket, then row), then writes
+// them out in that order, so consecutive lanes store to consecutive positions of each bucket's
+// run (the chunk's rows of bucket b occupy positions offsets[b][ci] ..< offsets[b][ci + 1]:
+// the scan is bucket-major, chunk-minor) instead of 32 scattered 4-byte stores per 32 rows.
+#define SCATTER_LOCAL_ROWS 2048
+extern "C" __global__ void __launch_bounds__(SCATTER_WARPS * 32) scatter_order_local(const int* segs, const int* chunks, int numChunks,
+    const u16* buckets, const int* offsets, int* order, int bits) {
+    __shared__ int sDelta[SCATTER_WARPS][256];   // global position − local position, per bucket
+    __shared__ int sNext[SCATTER_WARPS][256];    // next local position, per bucket
+    __shared__ u16 sRow[SCATTER_WARPS][SCATTER_LOCAL_ROWS];
+    __shared__ unsigned char sBkt[SCATTER_WARPS][SCATTER_LOCAL_ROWS];
+    int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    if (warp >= numChunks) return;
+    const SegChunk c = seg_chunk(segs, chunks, warp);
+    const int* s = c.s;
+    const int nch = c.nch, ci = c.ci, lo = c.lo, hi = c.hi;
+    const int nb = 1 << bits, entries = nb * nch;
+    const int* off = offsets + s[SEG_CNT];
+    const u16* bk = buckets + s[SEG_BKT];
+    // The chunk's count of bucket b is the gap to the next entry of the exclusive scan.
+    int running = 0;
+    for (int b0 = 0; b0 < nb; b0 += 32) {
+        const int b = b0 + lane;
+        int start = 0, count = 0;
+        if (b < nb) {
+            const int e = b * nch + ci;
+            start = off[e];
+            count = (e + 1 < entries ? off[e + 1] : s[SEG_LEN]) - start;
+        }
+        int incl = count;
+#pragma unroll
+        for (int d = 1; d < 32; d <<= 1) {
+            const int v = __shfl_up_sync(0xffffffffu, incl, d);
+            if (lane >= d) incl += v;
+        }
+        if (b < nb) {
+            const int local = running + incl - count;
+            sNext[w][b] = local;
+            sDelta[w][b] = start - local;
+        }
+        running += __shfl_sync(0xffffffffu, incl, 31);
+    }
+    __syncwarp();
+    for (int b0 = lo; b0 < hi; b0 += 32 * COUNT_UNROLL) {
+        u32 bucket[COUNT_UNROLL];
+#pragma unroll
+        for (int u = 0; u < COUNT_UNROLL; u++) {
+            const int i = b0 + 32 * u + lane;
+            bucket[u] = i < hi ? bk[i] : 0xffffffffu;
+        }
+#pragma unroll
+        for (int u = 0; u < COUNT_UNROLL; u++) {
+            const bool valid = bucket[u] != 0xffffffffu;
+            const unsigned mask = __ballot_sync(0xffffffffu, valid);
+            unsigned peers = 0;
+            if (valid) {
+                peers = __match_any_sync(mask, bucket[u]);
+                const int p = sNext[w][bucket[u]] + __popc(peers & ((1u << lane) - 1u));
+                sRow[w][p] = (u16)(b0 + 32 * u + lane - lo);
+                sBkt[w][p] = (unsigned char)bucket[u];
+            }
+            __syncwarp();
+            if (valid && __ffs(peers) - 1 == lane) sNext[w][bucket[u]] += __popc(peers);
+            __syncwarp();
+        }
+    }
+    int* out = order + s[SEG_ORD];
+    for (int p = lane; p < hi - lo; p += 32) out[p + sDelta[w][sBkt[w][p]]] = lo + sRow[w][p];
 }
 
 // ---- Control variate: D_j = Σ_{k∉B_j} v_k − Σ_{s∉B_j} w_s v_s per block j of a piece ----
@@ -624,6 +723,7 @@ __device__ __forceinline__ void attn_impl(
     __shared__ int sRowQ[ROWS];
     __shared__ int sRowK[TK];
     __shared__ float sBiasK[TK];
+    __shared__ float sCorr[D];
 
     const int* tile = tiles + (size_t)blockIdx.x * T_FIELDS;
     const int head = tile[T_HEAD], kvHead = tile[T_KVHEAD];
@@ -636,6 +736,9 @@ __device__ __forceinline__ void attn_impl(
 
 #pragma unroll
     for (int i = tid; i < ROWS; i += NT) sRowQ[i] = i < qCount ? (qOrd >= 0 ? qBase + qOrder[qOrd + qFirst + i] : qFirst + i) : -1;
+    // The control variate's correction row of this block, read early for the epilogue.
+    const bool cv = (flags & FLAG_CV) && tile[T_OUTSIDE] > 0;
+    if (cv && tid < D) sCorr[tid] = cvD[(size_t)tile[T_CVROW] * D + tid];
 
     const int nKeyTiles = (kCount + BC - 1) / BC;
     const int nTiles = nKeyTiles + (sCount + BC - 1) / BC;
@@ -903,7 +1006,6 @@ __device__ __forceinline__ void attn_impl(
 
     // Epilogue: row sums over the quad, control variate, normalise, write or merge.
     const bool merge = (flags & FLAG_MERGE) != 0;
-    const bool cv = (flags & FLAG_CV) && tile[T_OUTSIDE] > 0;
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
@@ -915,7 +1017,7 @@ __device__ __forceinline__ void attn_impl(
             lsh += __shfl_xor_sync(0xffffffffu, lsh, 2);
             const float mh = m[mt][half];
             if (cv) {
-                const float* corr = cvD + (size_t)tile[T_CVROW] * D;
+                const float* corr = sCorr;
                 const float w = mh == NEG_INF ? 0.f : (float)((double)lsh / (double)tile[T_OUTSIDE]);
 #pragma unroll
                 for (int nd = 0; nd < D / 8; nd++) {
@@ -928,7 +1030,7 @@ __device__ __forceinline__ void attn_impl(
             const float inv = lh > 0.f ? 1.f / lh : 0.f;
             float* out = O + ((size_t)head * nQ + (qrw >= 0 ? qrw : 0)) * D;
             float* lp = L + (size_t)head * nQ + (qrw >= 0 ? qrw : 0);
-            const float old = qrw >= 0 ? *lp : NEG_INF;
+            const float old = merge && qrw >= 0 ? *lp : NEG_INF;  // read only to merge
             __syncwarp();
             if (qrw >= 0) {
                 if (!merge || old == NEG_INF) {

@@ -279,6 +279,7 @@ struct CUDASortTableTests {
             for j in f[6]..<(f[6] + (1 << bits) * f[7]) { (counts[j], prefix) = (prefix, prefix + counts[j]) }
             #expect(prefix == f[3])
         }
+        let scanned = counts
         var order = [Int32](repeating: -1, count: t.orderLength)
         for c in 0..<t.chunkCount {
             let sg = Int(t.chunks[2 * c]), ci = Int(t.chunks[2 * c + 1])
@@ -288,6 +289,34 @@ struct CUDASortTableTests {
                 order[f[5] + counts[slot]] = Int32(i)
                 counts[slot] += 1
             }
+        }
+        // scatter_order_local (≤ 256 buckets): each chunk's counts from the gaps of the scan, its rows
+        // sorted chunk-locally, then written out by local position + (global − local) start.
+        if bits <= 8 {
+            var local = [Int32](repeating: -1, count: t.orderLength)
+            for c in 0..<t.chunkCount {
+                let sg = Int(t.chunks[2 * c]), ci = Int(t.chunks[2 * c + 1])
+                let f = t.segments[sg * 9..<(sg + 1) * 9].map(Int.init)
+                let lo = ci * f[8], hi = min(f[3], lo + f[8]), entries = (1 << bits) * f[7]
+                #expect(hi - lo <= 2048, "a chunk fits the kernel's shared memory")
+                var next = [Int](repeating: 0, count: 1 << bits), delta = next
+                var running = 0
+                for b in 0..<(1 << bits) {
+                    let e = b * f[7] + ci
+                    let count = (e + 1 < entries ? scanned[f[6] + e + 1] : f[3]) - scanned[f[6] + e]
+                    (next[b], delta[b]) = (running, scanned[f[6] + e] - running)
+                    running += count
+                }
+                #expect(running == hi - lo)
+                var rows = [Int](repeating: -1, count: hi - lo), bucketOf = rows
+                for i in lo..<hi {
+                    let b = Int(buckets[f[4] + i])
+                    (rows[next[b]], bucketOf[next[b]]) = (i - lo, b)
+                    next[b] += 1
+                }
+                for p in 0..<(hi - lo) { local[f[5] + p + delta[bucketOf[p]]] = Int32(lo + rows[p]) }
+            }
+            #expect(local == order, "scatter_order_local = scatter_order")
         }
         // The CPU path's order of each segment: its rows hashed with the query head's hyperplanes.
         var rowsSorted = 0
