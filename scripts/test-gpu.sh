@@ -60,7 +60,9 @@ ok = np.isfinite(og).all() and np.isfinite(lg).all()
 rel = np.linalg.norm(og - oc) / np.linalg.norm(oc)
 mx = np.abs(og - oc).max() / np.abs(oc).max()
 lse = np.abs(lg - lc).max()
-tol = 2e-2 if "fp16" not in flags else 2e-2
+# Measured on the H100 (docs/results/gpu/sort-epilogue-h100/test-gpu.log): rel ≤ 1.8e-3 and
+# max ≤ 1.3e-3 in bf16, ≤ 1.8e-4 in fp16; lse ≤ 2e-6. Tolerances about 3-5x above that.
+tol = 1e-3 if "fp16" in flags else 5e-3
 msg = f"GPU vs CPU: rel {rel:.2e}, max {mx:.2e}, lse max abs {lse:.2e}"
 if "--exact" in flags:
     q, k, v = (np.load(f"{tmp}/{x}.npy").astype(np.float64) for x in "qkv")
@@ -76,8 +78,8 @@ if "--exact" in flags:
     eg = np.linalg.norm(og[0][:, rows] - ref) / np.linalg.norm(ref)
     ec = np.linalg.norm(oc[0][:, rows] - ref) / np.linalg.norm(ref)
     msg += f"; vs float64: GPU {eg:.2e}, CPU {ec:.2e}"
-    ok = ok and eg < 2e-2
-ok = ok and rel < tol and lse < 5e-2
+    ok = ok and eg < tol
+ok = ok and rel < tol and mx < tol and lse < 1e-4
 print(("PASS " if ok else "FAIL ") + name + ": " + msg)
 sys.exit(0 if ok else 1)
 PY
