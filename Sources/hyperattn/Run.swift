@@ -57,7 +57,11 @@ struct Run: ParsableCommand {
     @OptionGroup(title: "Backend")
     var compute: BackendOptions
 
-    func validate() throws {
+    /// Under mpirun only rank 0 reports an option error (`MPILaunch.validating`): were every rank
+    /// to print it and exit, mpirun could tear rank 0 down before its line got out.
+    func validate() throws { try MPILaunch.validating(checkOptions) }
+
+    private func checkOptions() throws {
         let inputs = [("--q", query), ("--k", key), ("--v", value)]
         for (flag, path) in [("--out", out)] + (lse.map { [("--lse", $0)] } ?? []) {
             if let clash = inputs.first(where: { samePath($0.1, path) }) {
