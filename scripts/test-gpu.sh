@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU vs CPU outputs of the same binary on the same inputs (needs an NVIDIA GPU, python3, numpy):
 # odd n, GQA/MQA, n_q ≠ n_k, causal and not, exact and hyper, the three estimators, d = 64 and
-# 128, bf16 and fp16. Inputs are bf16-representable, so both paths hash the same values and take
+# 128, bf16 and fp16, 7 and 10 LSH bits (the shared- and global-memory sorts). Inputs are
+# bf16-representable, so both paths hash the same values and take
 # the same LSH order and samples; the outputs then differ only by the GPU's 16-bit rounding of
 # the inputs (none here for bf16) and of P. Exact cases are also checked against a float64
 # reference on sampled rows.
@@ -28,6 +29,7 @@ cases=(
   "exact nq!=nk n=100x777|2 2 100 777 64|--exact"
   "exact causal fp16 n=1500|2 2 1500 1500 64|--exact --causal --gpu-precision fp16"
   "hyper causal fp16 n=6000|2 2 6000 6000 64|--causal --gpu-precision fp16"
+  "hyper causal r=10 n=5003 (global-memory sort)|2 2 5003 5003 64|--causal --lsh-bits 10"
 )
 for c in "${cases[@]}"; do
   IFS='|' read -r name dims flags <<<"$c"

@@ -185,9 +185,8 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         let hash = try kernels.function("hash_rows_\(hashKind)_d\(dim)")
         let count = try kernels.function("count_buckets")
         let scan = try kernels.function("scan_counts")
-        // Chunks of ≤ 2048 rows (2^bits ≤ 256: `HostLevel` sizes chunks at max(1024, 8·2^bits))
-        // scatter through shared memory.
-        let scatter = try kernels.function(options.lshBits <= 8 ? "scatter_order_local" : "scatter_order")
+        let sharedMemorySort = HostLevel.sortsInSharedMemory(lshBits: options.lshBits)
+        let scatter = try kernels.function(sharedMemorySort ? "scatter_order_local" : "scatter_order")
         let blockSums = try kernels.function("cv_block_sums_\(p16)")
         let finish = try kernels.function("cv_finish_\(p16)")
         let exactKernel = kernels.tileKernel(p16: p16, dim: dim, hyper: false)
@@ -199,8 +198,7 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         // Hash (each row once per query head, for every level), sort and control variate of
         // every level: one launch each.
         if host.segmentCount > 0 {
-            // With ≤ 256 buckets `count_buckets` stores every count; more add with atomics into zeros.
-            if options.lshBits > 8 { try stream.memset(dev.counts!.pointer, 0, bytes: dev.counts!.byteCount) }
+            if !sharedMemorySort { try stream.memset(dev.counts!.pointer, 0, bytes: dev.counts!.byteCount) }
             try stream.launch(hash, grid: ((host.hashChunkCount + 3) / 4, 1, 1), block: (128, 1, 1), arguments: [
                 .pointer(hq), .pointer(hk), .int(s.queryCount), .int(s.keyCount), .pointer(dev.hashSegments!.pointer),
                 .pointer(dev.hashChunks!.pointer), .int(host.hashChunkCount), .pointer(dev.directions!.pointer),

@@ -275,12 +275,38 @@ HASH_KERNEL(hash_rows_f32_d128, 0, 128, 1)
 HASH_KERNEL(hash_rows_bf16_d128, 1, 128, 1)
 HASH_KERNEL(hash_rows_f16_d128, 2, 128, 1)
 
+// The rows [lo, hi) of a chunk in order, 32 at a time, their buckets read from `bk` with
+// COUNT_UNROLL loads in flight per lane: f(valid, row, bucket, peers) on every lane, `peers` the
+// lanes of the same 32 rows with the same bucket (`__match_any_sync`; 0 where not valid); then a
+// __syncwarp. Shared by the histogram and both scatters, so they visit rows the same way.
+#define COUNT_UNROLL 8
+template <typename F>
+__device__ __forceinline__ void for_each_row_bucket(const u16* bk, int lo, int hi, int lane, F f) {
+    for (int b0 = lo; b0 < hi; b0 += 32 * COUNT_UNROLL) {
+        u32 bucket[COUNT_UNROLL];
+#pragma unroll
+        for (int u = 0; u < COUNT_UNROLL; u++) {
+            const int i = b0 + 32 * u + lane;
+            bucket[u] = i < hi ? bk[i] : 0xffffffffu;
+        }
+#pragma unroll
+        for (int u = 0; u < COUNT_UNROLL; u++) {
+            const bool valid = bucket[u] != 0xffffffffu;
+            const unsigned mask = __ballot_sync(0xffffffffu, valid);
+            const unsigned peers = valid ? __match_any_sync(mask, bucket[u]) : 0u;
+            f(valid, b0 + 32 * u + lane, bucket[u], peers);
+            __syncwarp();
+        }
+    }
+}
+__device__ __forceinline__ bool peer_leader(unsigned peers, int lane) { return peers != 0u && __ffs(peers) - 1 == lane; }
+__device__ __forceinline__ int peers_below(unsigned peers, int lane) { return __popc(peers & ((1u << lane) - 1u)); }
+
 // Bucket histogram per (bucket, chunk) of every sort segment (all levels): one warp per chunk,
 // the rows' buckets read from the per-row bucket array (8 loads in flight per lane). With
 // 2^bits ≤ 256 the warp counts in shared memory (one shared atomic per distinct bucket of each
 // 32 rows, `__match_any_sync`) and then stores its column of counts (each (bucket, chunk) has one
 // owner); otherwise it adds into `counts` with global atomics (`counts` must then be zero).
-#define COUNT_UNROLL 8
 extern "C" __global__ void __launch_bounds__(HASH_WARPS * 32) count_buckets(const int* segs, const int* chunks, int numChunks,
     const u16* buckets, int* counts, int bits) {
     __shared__ int sHist[HASH_WARPS][256];
@@ -298,27 +324,12 @@ extern "C" __global__ void __launch_bounds__(HASH_WARPS * 32) count_buckets(cons
         for (int b = lane; b < (1 << bits); b += 32) hist[b] = 0;
         __syncwarp();
     }
-    for (int b0 = lo; b0 < hi; b0 += 32 * COUNT_UNROLL) {
-        u32 bucket[COUNT_UNROLL];
-#pragma unroll
-        for (int u = 0; u < COUNT_UNROLL; u++) {
-            const int i = b0 + 32 * u + lane;
-            bucket[u] = i < hi ? bk[i] : 0xffffffffu;
+    for_each_row_bucket(bk, lo, hi, lane, [&](bool, int, u32 b, unsigned peers) {
+        if (peer_leader(peers, lane)) {
+            if (local) hist[b] += __popc(peers);
+            else atomicAdd(&cnt[(int)b * nch], __popc(peers));
         }
-#pragma unroll
-        for (int u = 0; u < COUNT_UNROLL; u++) {
-            const bool valid = bucket[u] != 0xffffffffu;
-            const unsigned mask = __ballot_sync(0xffffffffu, valid);
-            if (valid) {
-                const unsigned peers = __match_any_sync(mask, bucket[u]);
-                if (__ffs(peers) - 1 == lane) {
-                    if (local) hist[bucket[u]] += __popc(peers);
-                    else atomicAdd(&cnt[(int)bucket[u] * nch], __popc(peers));
-                }
-            }
-            __syncwarp();
-        }
-    }
+    });
     if (local) {
         __syncwarp();
         for (int b = lane; b < (1 << bits); b += 32) cnt[b * nch] = hist[b];
@@ -363,43 +374,26 @@ extern "C" __global__ void __launch_bounds__(1024) scan_counts(int* counts, cons
     }
 }
 
-// The stable scatter: one warp per chunk, rows in order, ranks among equal buckets by lane. The
-// warp's column of running offsets lives in shared memory when 2^bits ≤ 256 (no global round
-// trip per 32 rows), else in global memory.
+// The stable scatter: one warp per chunk, rows in order, ranks among equal buckets by lane, the
+// warp's column of running offsets in `offsets` (global memory). Used with more than 256
+// buckets; `scatter_order_local` below serves the rest.
 #define SCATTER_WARPS 4
-#define SCATTER_SMEM_BUCKETS 256
 extern "C" __global__ void __launch_bounds__(SCATTER_WARPS * 32) scatter_order(const int* segs, const int* chunks, int numChunks,
     const u16* buckets, int* offsets, int* order, int bits) {
-    __shared__ int sOff[SCATTER_WARPS][SCATTER_SMEM_BUCKETS];
     int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (warp >= numChunks) return;
     const SegChunk c = seg_chunk(segs, chunks, warp);
     const int* s = c.s;
-    const int nch = c.nch, ci = c.ci, lo = c.lo, hi = c.hi;
-    const bool local = (1 << bits) <= SCATTER_SMEM_BUCKETS;
-    int* column = local ? sOff[threadIdx.x >> 5] : 0;
-    if (local) {
-        for (int b = lane; b < (1 << bits); b += 32) column[b] = offsets[s[SEG_CNT] + b * nch + ci];
+    const int nch = c.nch, ci = c.ci;
+    int* column = offsets + s[SEG_CNT] + ci;  // bucket b's running offset at column[b · nch]
+    int* out = order + s[SEG_ORD];
+    for_each_row_bucket(buckets + s[SEG_BKT], c.lo, c.hi, lane, [&](bool valid, int i, u32 b, unsigned peers) {
+        volatile int* slot = (volatile int*)column + (valid ? (int)b * nch : 0);
+        if (valid) out[*slot + peers_below(peers, lane)] = i;
         __syncwarp();
-    }
-    for (int b0 = lo; b0 < hi; b0 += 32) {
-        const int i = b0 + lane;
-        const bool valid = i < hi;
-        const unsigned mask = __ballot_sync(0xffffffffu, valid);
-        unsigned peers = 0;
-        volatile int* slot = 0;
-        if (valid) {
-            const u32 b = buckets[s[SEG_BKT] + i];
-            peers = __match_any_sync(mask, b);
-            slot = local ? (volatile int*)&column[b] : (volatile int*)&offsets[s[SEG_CNT] + (int)b * nch + ci];
-            const int pos = *slot + __popc(peers & ((1u << lane) - 1u));
-            order[s[SEG_ORD] + pos] = i;
-        }
-        __syncwarp();
-        if (valid && __ffs(peers) - 1 == lane) *slot = *slot + __popc(peers);
-        __syncwarp();
-    }
+        if (peer_leader(peers, lane)) *slot = *slot + __popc(peers);
+    });
 }
 
 // The same stable scatter for chunks of ≤ 2048 rows and 2^bits ≤ 256, staged in shared memory:
@@ -447,29 +441,15 @@ extern "C" __global__ void __launch_bounds__(SCATTER_WARPS * 32) scatter_order_l
         running += __shfl_sync(0xffffffffu, incl, 31);
     }
     __syncwarp();
-    for (int b0 = lo; b0 < hi; b0 += 32 * COUNT_UNROLL) {
-        u32 bucket[COUNT_UNROLL];
-#pragma unroll
-        for (int u = 0; u < COUNT_UNROLL; u++) {
-            const int i = b0 + 32 * u + lane;
-            bucket[u] = i < hi ? bk[i] : 0xffffffffu;
+    for_each_row_bucket(bk, lo, hi, lane, [&](bool valid, int i, u32 b, unsigned peers) {
+        if (valid) {
+            const int p = sNext[w][b] + peers_below(peers, lane);
+            sRow[w][p] = (u16)(i - lo);
+            sBkt[w][p] = (unsigned char)b;
         }
-#pragma unroll
-        for (int u = 0; u < COUNT_UNROLL; u++) {
-            const bool valid = bucket[u] != 0xffffffffu;
-            const unsigned mask = __ballot_sync(0xffffffffu, valid);
-            unsigned peers = 0;
-            if (valid) {
-                peers = __match_any_sync(mask, bucket[u]);
-                const int p = sNext[w][bucket[u]] + __popc(peers & ((1u << lane) - 1u));
-                sRow[w][p] = (u16)(b0 + 32 * u + lane - lo);
-                sBkt[w][p] = (unsigned char)bucket[u];
-            }
-            __syncwarp();
-            if (valid && __ffs(peers) - 1 == lane) sNext[w][bucket[u]] += __popc(peers);
-            __syncwarp();
-        }
-    }
+        __syncwarp();
+        if (peer_leader(peers, lane)) sNext[w][b] += __popc(peers);
+    });
     int* out = order + s[SEG_ORD];
     for (int p = lane; p < hi - lo; p += 32) out[p + sDelta[w][sBkt[w][p]]] = lo + sRow[w][p];
 }
