@@ -58,6 +58,26 @@ final class CUDAKernels: @unchecked Sendable {
         functions[name] = f
         return f
     }
+
+    /// Launches the tiles of one level (one CTA per tile) on `tileKernel`'s kernel.
+    func launchTiles(on stream: CUDAStream, p16: String, dim: Int, hyper: Bool, tileCount: Int, _ a: TileArguments) throws {
+        let kernel = tileKernel(p16: p16, dim: dim, hyper: hyper)
+        try stream.launch(try function(kernel.name), grid: (tileCount, 1, 1), block: (kernel.threads, 1, 1), arguments: [
+            .pointer(a.query), .pointer(a.key), .pointer(a.value), .pointer(a.output), .pointer(a.logSumExp),
+            .int(a.queryCount), .int(a.keyCount), .pointer(a.tiles), .pointer(a.order), .pointer(a.order),
+            .pointer(a.samplePositions), .pointer(a.sampleLog2Weights), .pointer(a.correction), .float(a.scaleLog2),
+        ])
+    }
+}
+
+/// The arguments of the tile kernels: 16-bit Q, K, V rows, fp32 outputs and lse, the tiles'
+/// fields, the sorted orders (one array for Q and K), the samples and the control variate's
+/// corrections (0 where unused), the scale in log2 units.
+struct TileArguments {
+    var query, key, value, output, logSumExp: DevicePointer
+    var queryCount, keyCount: Int
+    var tiles, order, samplePositions, sampleLog2Weights, correction: DevicePointer
+    var scaleLog2: Float
 }
 
 /// Checks that the GPU backend can serve a problem shape.
@@ -189,9 +209,6 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         let scatter = try kernels.function(sharedMemorySort ? "scatter_order_local" : "scatter_order")
         let blockSums = try kernels.function("cv_block_sums_\(p16)")
         let finish = try kernels.function("cv_finish_\(p16)")
-        let exactKernel = kernels.tileKernel(p16: p16, dim: dim, hyper: false)
-        let hyperKernel = kernels.tileKernel(p16: p16, dim: dim, hyper: true)
-        let attendExact = try kernels.function(exactKernel.name), attendHyper = try kernels.function(hyperKernel.name)
         let scaleLog2 = options.effectiveScale(headDim: dim) * 1.442_695_040_888_963_4
         let hq = (queryHash ?? query16).pointer, hk = (keyHash ?? key16).pointer
         let host = plan.tables, dev = tables
@@ -243,14 +260,11 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         // The tiles, level by level (a level lse-merges into rows that earlier levels wrote).
         let order = dev.order?.pointer ?? 0
         for level in plan.levels where level.tileCount > 0 {
-            let kernel = level.hyper ? hyperKernel : exactKernel
-            try stream.launch(level.hyper ? attendHyper : attendExact, grid: (level.tileCount, 1, 1), block: (kernel.threads, 1, 1), arguments: [
-                .pointer(query16.pointer), .pointer(key16.pointer), .pointer(value16.pointer), .pointer(output.pointer),
-                .pointer(logSumExp.pointer), .int(s.queryCount), .int(s.keyCount),
-                .pointer(dev.tiles.pointer + UInt64(level.firstTile * HostLevel.tileFields * 4)),
-                .pointer(order), .pointer(order), .pointer(dev.samplePositions?.pointer ?? 0),
-                .pointer(dev.sampleLog2Weights?.pointer ?? 0), .pointer(dev.correction?.pointer ?? 0), .float(scaleLog2),
-            ])
+            try kernels.launchTiles(on: stream, p16: p16, dim: dim, hyper: level.hyper, tileCount: level.tileCount, TileArguments(
+                query: query16.pointer, key: key16.pointer, value: value16.pointer, output: output.pointer, logSumExp: logSumExp.pointer,
+                queryCount: s.queryCount, keyCount: s.keyCount, tiles: dev.tiles.pointer + UInt64(level.firstTile * HostLevel.tileFields * 4),
+                order: order, samplePositions: dev.samplePositions?.pointer ?? 0, sampleLog2Weights: dev.sampleLog2Weights?.pointer ?? 0,
+                correction: dev.correction?.pointer ?? 0, scaleLog2: scaleLog2))
             try mark?(level.hyper ? "attention (hyper levels)" : "attention (exact levels)")
         }
     }

@@ -152,14 +152,11 @@ package final class CUDAPieceAccelerator: PieceAccelerator {
             ])
             correction = corrections.pointer
         }
-        let kernel = kernels.tileKernel(p16: p16, dim: d, hyper: true)
         let out = try buffer("out", bytes: t.queryRows * dv * 4), lse = try buffer("lse", bytes: t.queryRows * 4)
-        try stream.launch(try kernels.function(kernel.name), grid: (t.tileCount, 1, 1), block: (kernel.threads, 1, 1), arguments: [
-            .pointer(rows16[0].pointer), .pointer(rows16[1].pointer), .pointer(rows16[2].pointer), .pointer(out.pointer),
-            .pointer(lse.pointer), .int(t.queryRows), .int(t.keyRows), .pointer(tiles.pointer), .pointer(order.pointer),
-            .pointer(order.pointer), .pointer(samplePositions.pointer), .pointer(sampleLog2Weights.pointer), .pointer(correction),
-            .float(options.effectiveScale(headDim: d) * 1.442_695_040_888_963_4),
-        ])
+        try kernels.launchTiles(on: stream, p16: p16, dim: d, hyper: true, tileCount: t.tileCount, TileArguments(
+            query: rows16[0].pointer, key: rows16[1].pointer, value: rows16[2].pointer, output: out.pointer, logSumExp: lse.pointer,
+            queryCount: t.queryRows, keyCount: t.keyRows, tiles: tiles.pointer, order: order.pointer, samplePositions: samplePositions.pointer,
+            sampleLog2Weights: sampleLog2Weights.pointer, correction: correction, scaleLog2: options.effectiveScale(headDim: d) * 1.442_695_040_888_963_4))
         try stream.synchronize()
         let o = host("out", count: t.queryRows * dv), l = host("lse", count: t.queryRows)
         try out.download(into: UnsafeMutableRawBufferPointer(start: o.baseAddress!, count: t.queryRows * dv * 4))

@@ -676,6 +676,126 @@ __device__ __forceinline__ void wgmma_64x64x16(float* d, const u32* a, unsigned 
 #endif
 }
 
+// The maximum (MAX) or sum of a thread's scores of one row (fragment elements E and E + 1 of each
+// of N 8-column tiles) as a tree: depth log2(2N) instead of a chain of 2N dependent operations.
+template <int N, int E, bool MAX>
+__device__ __forceinline__ float row_reduce(const float (&s)[N][4]) {
+    float v[N];
+#pragma unroll
+    for (int i = 0; i < N; i++) v[i] = MAX ? fmaxf(s[i][E], s[i][E + 1]) : s[i][E] + s[i][E + 1];
+#pragma unroll
+    for (int w = N / 2; w >= 1; w /= 2)
+#pragma unroll
+        for (int i = 0; i < w; i++) v[i] = MAX ? fmaxf(v[i], v[i + w]) : v[i] + v[i + w];
+    return v[0];
+}
+
+// One tile's online-softmax step on a warp's MT m-tiles of scores `s` (in log2 units once
+// scaled; `biased` tiles carry the scale and bias already): new row maxima, the exponentials (P,
+// in place), row sums (`ls`: the sample tiles' part, for the control variate) and the rescale of
+// `o` (LAZY: skipped when no row of the m-tile has a new maximum).
+template <int D, int BC, int MT, bool LAZY>
+__device__ __forceinline__ void softmax_step(float (&s)[MT][BC / 8][4], float (&o)[MT][D / 8][4], float (&m)[MT][2], float (&l)[MT][2],
+                                             float (&ls)[MT][2], bool biased, bool sample, float scaleLog2) {
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+        float mx0 = row_reduce<BC / 8, 0, true>(s[mt]), mx1 = row_reduce<BC / 8, 2, true>(s[mt]);
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
+        if (!biased) { mx0 *= scaleLog2; mx1 *= scaleLog2; }  // the scaled maximum (scale > 0)
+        const float n0 = fmaxf(m[mt][0], mx0), n1 = fmaxf(m[mt][1], mx1);
+        const float u0 = n0 == NEG_INF ? 0.f : n0, u1 = n1 == NEG_INF ? 0.f : n1;
+        const float a0 = fast_exp2(m[mt][0] - u0), a1 = fast_exp2(m[mt][1] - u1);
+        if (biased) {
+#pragma unroll
+            for (int nt = 0; nt < BC / 8; nt++) {
+                s[mt][nt][0] = fast_exp2(s[mt][nt][0] - u0);
+                s[mt][nt][1] = fast_exp2(s[mt][nt][1] - u0);
+                s[mt][nt][2] = fast_exp2(s[mt][nt][2] - u1);
+                s[mt][nt][3] = fast_exp2(s[mt][nt][3] - u1);
+            }
+        } else {
+#pragma unroll
+            for (int nt = 0; nt < BC / 8; nt++) {
+                s[mt][nt][0] = fast_exp2(fmaf(s[mt][nt][0], scaleLog2, -u0));
+                s[mt][nt][1] = fast_exp2(fmaf(s[mt][nt][1], scaleLog2, -u0));
+                s[mt][nt][2] = fast_exp2(fmaf(s[mt][nt][2], scaleLog2, -u1));
+                s[mt][nt][3] = fast_exp2(fmaf(s[mt][nt][3], scaleLog2, -u1));
+            }
+        }
+        const float sum0 = row_reduce<BC / 8, 0, false>(s[mt]), sum1 = row_reduce<BC / 8, 2, false>(s[mt]);
+        l[mt][0] = l[mt][0] * a0 + sum0;
+        l[mt][1] = l[mt][1] * a1 + sum1;
+        ls[mt][0] = ls[mt][0] * a0 + (sample ? sum0 : 0.f);
+        ls[mt][1] = ls[mt][1] * a1 + (sample ? sum1 : 0.f);
+        m[mt][0] = n0;
+        m[mt][1] = n1;
+        // LAZY: skip the rescale when no row of the warp's m-tile has a new maximum.
+        if (!LAZY || __any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
+#pragma unroll
+            for (int nd = 0; nd < D / 8; nd++) { o[mt][nd][0] *= a0; o[mt][nd][1] *= a0; o[mt][nd][2] *= a1; o[mt][nd][3] *= a1; }
+        }
+    }
+}
+
+// The epilogue of a warp's rows: row sums over the quad, the control variate (`corr`, weighted
+// by the row's sample mass over the `outside` keys it stands for), normalise, then write O and the
+// lse, or lse-merge into what an earlier level wrote (FLAG_MERGE).
+template <int D, int MT>
+__device__ __forceinline__ void write_rows(float (&o)[MT][D / 8][4], const float (&m)[MT][2], const float (&l)[MT][2], const float (&ls)[MT][2],
+                                           const int (&qrow)[MT][2], int flags, bool cv, const float* corr, int outside, int head, int nQ,
+                                           float* __restrict__ O, float* __restrict__ L, int t4) {
+    const bool merge = (flags & FLAG_MERGE) != 0;
+#pragma unroll
+    for (int mt = 0; mt < MT; mt++) {
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            float lh = l[mt][half], lsh = ls[mt][half];
+            lh += __shfl_xor_sync(0xffffffffu, lh, 1);
+            lh += __shfl_xor_sync(0xffffffffu, lh, 2);
+            lsh += __shfl_xor_sync(0xffffffffu, lsh, 1);
+            lsh += __shfl_xor_sync(0xffffffffu, lsh, 2);
+            const float mh = m[mt][half];
+            if (cv) {
+                const float w = mh == NEG_INF ? 0.f : (float)((double)lsh / (double)outside);
+#pragma unroll
+                for (int nd = 0; nd < D / 8; nd++) {
+                    o[mt][nd][2 * half] += w * corr[nd * 8 + 2 * t4];
+                    o[mt][nd][2 * half + 1] += w * corr[nd * 8 + 2 * t4 + 1];
+                }
+            }
+            const int qrw = qrow[mt][half];
+            const float lse = lh > 0.f ? (mh + log2f(lh)) * LN2 : NEG_INF;
+            const float inv = lh > 0.f ? 1.f / lh : 0.f;
+            float* out = O + ((size_t)head * nQ + (qrw >= 0 ? qrw : 0)) * D;
+            float* lp = L + (size_t)head * nQ + (qrw >= 0 ? qrw : 0);
+            const float old = merge && qrw >= 0 ? *lp : NEG_INF;  // read only to merge
+            __syncwarp();
+            if (qrw >= 0) {
+                if (!merge || old == NEG_INF) {
+#pragma unroll
+                    for (int nd = 0; nd < D / 8; nd++)
+                        *(float2*)(out + nd * 8 + 2 * t4) = make_float2(o[mt][nd][2 * half] * inv, o[mt][nd][2 * half + 1] * inv);
+                    if (t4 == 0) *lp = lse;
+                } else if (lse > NEG_INF) {
+                    const float mm = fmaxf(old, lse);
+                    const float total = mm + logf(expf(old - mm) + expf(lse - mm));
+                    const float wOld = expf(old - total), wNew = expf(lse - total) * inv;
+#pragma unroll
+                    for (int nd = 0; nd < D / 8; nd++) {
+                        float2 prev = *(float2*)(out + nd * 8 + 2 * t4);
+                        *(float2*)(out + nd * 8 + 2 * t4) =
+                            make_float2(prev.x * wOld + o[mt][nd][2 * half] * wNew, prev.y * wOld + o[mt][nd][2 * half + 1] * wNew);
+                    }
+                    if (t4 == 0) *lp = total;
+                }
+            }
+        }
+    }
+}
+
 // MT = 16-row m-tiles per warp: every K/V fragment read from shared memory feeds MT MMAs, so a
 // CTA of BR rows has BR / (16·MT) warps.
 // WG (sm_90a, d = 64, BC = 64, MT = 1): the two products on `wgmma` per warpgroup of 4 warps
@@ -902,57 +1022,7 @@ __device__ __forceinline__ void attn_impl(
                         for (int e = 0; e < 4; e++)
                             if (keyRow0 + nt * 8 + 2 * t4 + (e & 1) > qFirst + wrow + mt * 16 + g + (e < 2 ? 0 : 8)) s[mt][nt][e] = NEG_INF;
             }
-#pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                float mx0 = NEG_INF, mx1 = NEG_INF;
-#pragma unroll
-                for (int nt = 0; nt < BC / 8; nt++) {
-                    mx0 = fmaxf(mx0, fmaxf(s[mt][nt][0], s[mt][nt][1]));
-                    mx1 = fmaxf(mx1, fmaxf(s[mt][nt][2], s[mt][nt][3]));
-                }
-                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 1));
-                mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, 2));
-                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 1));
-                mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, 2));
-                if (!biased) { mx0 *= scaleLog2; mx1 *= scaleLog2; }  // the scaled maximum (scale > 0)
-                const float n0 = fmaxf(m[mt][0], mx0), n1 = fmaxf(m[mt][1], mx1);
-                const float u0 = n0 == NEG_INF ? 0.f : n0, u1 = n1 == NEG_INF ? 0.f : n1;
-                const float a0 = fast_exp2(m[mt][0] - u0), a1 = fast_exp2(m[mt][1] - u1);
-                float sum0 = 0.f, sum1 = 0.f;
-                if (biased) {
-#pragma unroll
-                    for (int nt = 0; nt < BC / 8; nt++) {
-                        s[mt][nt][0] = fast_exp2(s[mt][nt][0] - u0);
-                        s[mt][nt][1] = fast_exp2(s[mt][nt][1] - u0);
-                        s[mt][nt][2] = fast_exp2(s[mt][nt][2] - u1);
-                        s[mt][nt][3] = fast_exp2(s[mt][nt][3] - u1);
-                    }
-                } else {
-#pragma unroll
-                    for (int nt = 0; nt < BC / 8; nt++) {
-                        s[mt][nt][0] = fast_exp2(fmaf(s[mt][nt][0], scaleLog2, -u0));
-                        s[mt][nt][1] = fast_exp2(fmaf(s[mt][nt][1], scaleLog2, -u0));
-                        s[mt][nt][2] = fast_exp2(fmaf(s[mt][nt][2], scaleLog2, -u1));
-                        s[mt][nt][3] = fast_exp2(fmaf(s[mt][nt][3], scaleLog2, -u1));
-                    }
-                }
-#pragma unroll
-                for (int nt = 0; nt < BC / 8; nt++) {
-                    sum0 += s[mt][nt][0] + s[mt][nt][1];
-                    sum1 += s[mt][nt][2] + s[mt][nt][3];
-                }
-                l[mt][0] = l[mt][0] * a0 + sum0;
-                l[mt][1] = l[mt][1] * a1 + sum1;
-                ls[mt][0] = ls[mt][0] * a0 + (sample ? sum0 : 0.f);
-                ls[mt][1] = ls[mt][1] * a1 + (sample ? sum1 : 0.f);
-                m[mt][0] = n0;
-                m[mt][1] = n1;
-                // LAZY: skip the rescale when no row of the warp's m-tile has a new maximum.
-                if (!LAZY || __any_sync(0xffffffffu, a0 != 1.f || a1 != 1.f)) {
-#pragma unroll
-                    for (int nd = 0; nd < D / 8; nd++) { o[mt][nd][0] *= a0; o[mt][nd][1] *= a0; o[mt][nd][2] *= a1; o[mt][nd][3] *= a1; }
-                }
-            }
+            softmax_step<D, BC, MT, LAZY>(s, o, m, l, ls, biased, sample, scaleLog2);
             if (WG) wg_fence();
 #pragma unroll
             for (int ks = 0; ks < BC / 16; ks++) {
@@ -984,55 +1054,7 @@ __device__ __forceinline__ void attn_impl(
         __syncthreads();
     }
 
-    // Epilogue: row sums over the quad, control variate, normalise, write or merge.
-    const bool merge = (flags & FLAG_MERGE) != 0;
-#pragma unroll
-    for (int mt = 0; mt < MT; mt++) {
-#pragma unroll
-        for (int half = 0; half < 2; half++) {
-            float lh = l[mt][half], lsh = ls[mt][half];
-            lh += __shfl_xor_sync(0xffffffffu, lh, 1);
-            lh += __shfl_xor_sync(0xffffffffu, lh, 2);
-            lsh += __shfl_xor_sync(0xffffffffu, lsh, 1);
-            lsh += __shfl_xor_sync(0xffffffffu, lsh, 2);
-            const float mh = m[mt][half];
-            if (cv) {
-                const float* corr = sCorr;
-                const float w = mh == NEG_INF ? 0.f : (float)((double)lsh / (double)tile[T_OUTSIDE]);
-#pragma unroll
-                for (int nd = 0; nd < D / 8; nd++) {
-                    o[mt][nd][2 * half] += w * corr[nd * 8 + 2 * t4];
-                    o[mt][nd][2 * half + 1] += w * corr[nd * 8 + 2 * t4 + 1];
-                }
-            }
-            const int qrw = qrow[mt][half];
-            const float lse = lh > 0.f ? (mh + log2f(lh)) * LN2 : NEG_INF;
-            const float inv = lh > 0.f ? 1.f / lh : 0.f;
-            float* out = O + ((size_t)head * nQ + (qrw >= 0 ? qrw : 0)) * D;
-            float* lp = L + (size_t)head * nQ + (qrw >= 0 ? qrw : 0);
-            const float old = merge && qrw >= 0 ? *lp : NEG_INF;  // read only to merge
-            __syncwarp();
-            if (qrw >= 0) {
-                if (!merge || old == NEG_INF) {
-#pragma unroll
-                    for (int nd = 0; nd < D / 8; nd++)
-                        *(float2*)(out + nd * 8 + 2 * t4) = make_float2(o[mt][nd][2 * half] * inv, o[mt][nd][2 * half + 1] * inv);
-                    if (t4 == 0) *lp = lse;
-                } else if (lse > NEG_INF) {
-                    const float mm = fmaxf(old, lse);
-                    const float total = mm + logf(expf(old - mm) + expf(lse - mm));
-                    const float wOld = expf(old - total), wNew = expf(lse - total) * inv;
-#pragma unroll
-                    for (int nd = 0; nd < D / 8; nd++) {
-                        float2 prev = *(float2*)(out + nd * 8 + 2 * t4);
-                        *(float2*)(out + nd * 8 + 2 * t4) =
-                            make_float2(prev.x * wOld + o[mt][nd][2 * half] * wNew, prev.y * wOld + o[mt][nd][2 * half + 1] * wNew);
-                    }
-                    if (t4 == 0) *lp = total;
-                }
-            }
-        }
-    }
+    write_rows<D, MT>(o, m, l, ls, qrow, flags, cv, sCorr, tile[T_OUTSIDE], head, nQ, O, L, t4);
 }
 
 // NAME, input kind, d, keys per tile, m-tiles per warp, CTAs per SM for the register budget,
