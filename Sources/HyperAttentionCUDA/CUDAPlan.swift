@@ -20,10 +20,11 @@ struct HostLevel {
     static let hashRowsPerChunk = 1024
     static let flagMerge: Int32 = 1
     static let flagControlVariate: Int32 = 2
-    /// Whether the sort counts and scatters through shared memory: ≤ 256 buckets, so chunks of
-    /// ≤ 2048 rows (`init` sizes them at max(1024, 8·2^bits)). Then `count_buckets` stores every
-    /// count (no zeroing needed) and `scatter_order_local` scatters; otherwise the counts are
-    /// zeroed, added with global atomics and scattered by `scatter_order`.
+    /// Whether the sort counts and scatters through shared memory: ≤ 256 buckets (the kernels'
+    /// `SORT_SMEM_BUCKETS`), so chunks of ≤ 2048 rows (`init` sizes them at max(1024, 8·2^bits)).
+    /// Then `count_buckets` stores every count (no zeroing needed) and `scatter_order_local`
+    /// scatters; otherwise the counts are zeroed, added with global atomics and scattered by
+    /// `scatter_order`.
     static func sortsInSharedMemory(lshBits: Int) -> Bool { lshBits <= 8 }
 
     /// Sort segments (the Q rows and the K rows of each HyperAttention piece): tensor, stored

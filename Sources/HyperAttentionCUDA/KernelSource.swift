@@ -280,6 +280,8 @@ HASH_KERNEL(hash_rows_f16_d128, 2, 128, 1)
 // lanes of the same 32 rows with the same bucket (`__match_any_sync`; 0 where not valid); then a
 // __syncwarp. Shared by the histogram and both scatters, so they visit rows the same way.
 #define COUNT_UNROLL 8
+// Buckets up to which the histogram and the scatter work in shared memory (HostLevel.sortsInSharedMemory).
+#define SORT_SMEM_BUCKETS 256
 template <typename F>
 __device__ __forceinline__ void for_each_row_bucket(const u16* bk, int lo, int hi, int lane, F f) {
     for (int b0 = lo; b0 < hi; b0 += 32 * COUNT_UNROLL) {
@@ -309,7 +311,7 @@ __device__ __forceinline__ int peers_below(unsigned peers, int lane) { return __
 // owner); otherwise it adds into `counts` with global atomics (`counts` must then be zero).
 extern "C" __global__ void __launch_bounds__(HASH_WARPS * 32) count_buckets(const int* segs, const int* chunks, int numChunks,
     const u16* buckets, int* counts, int bits) {
-    __shared__ int sHist[HASH_WARPS][256];
+    __shared__ int sHist[HASH_WARPS][SORT_SMEM_BUCKETS];
     int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
     int lane = threadIdx.x & 31;
     if (warp >= numChunks) return;
@@ -318,7 +320,7 @@ extern "C" __global__ void __launch_bounds__(HASH_WARPS * 32) count_buckets(cons
     const int nch = c.nch, ci = c.ci, lo = c.lo, hi = c.hi;
     const u16* bk = buckets + s[SEG_BKT];
     int* cnt = counts + s[SEG_CNT] + ci;
-    const bool local = (1 << bits) <= 256;
+    const bool local = (1 << bits) <= SORT_SMEM_BUCKETS;
     int* hist = sHist[threadIdx.x >> 5];
     if (local) {
         for (int b = lane; b < (1 << bits); b += 32) hist[b] = 0;
@@ -404,8 +406,8 @@ extern "C" __global__ void __launch_bounds__(SCATTER_WARPS * 32) scatter_order(c
 #define SCATTER_LOCAL_ROWS 2048
 extern "C" __global__ void __launch_bounds__(SCATTER_WARPS * 32) scatter_order_local(const int* segs, const int* chunks, int numChunks,
     const u16* buckets, const int* offsets, int* order, int bits) {
-    __shared__ int sDelta[SCATTER_WARPS][256];   // global position − local position, per bucket
-    __shared__ int sNext[SCATTER_WARPS][256];    // next local position, per bucket
+    __shared__ int sDelta[SCATTER_WARPS][SORT_SMEM_BUCKETS];   // global position − local position, per bucket
+    __shared__ int sNext[SCATTER_WARPS][SORT_SMEM_BUCKETS];    // next local position, per bucket
     __shared__ u16 sRow[SCATTER_WARPS][SCATTER_LOCAL_ROWS];
     __shared__ unsigned char sBkt[SCATTER_WARPS][SCATTER_LOCAL_ROWS];
     int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
@@ -740,14 +742,15 @@ __device__ __forceinline__ void softmax_step(float (&s)[MT][BC / 8][4], float (&
     }
 }
 
-// The epilogue of a warp's rows: row sums over the quad, the control variate (`corr`, weighted
-// by the row's sample mass over the `outside` keys it stands for), normalise, then write O and the
+// The epilogue of a warp's rows: row sums over the quad, the control variate (FLAG_CV with
+// `outside` > 0: `corr`, weighted by the row's sample mass over the `outside` keys it stands
+// for), normalise, then write O and the
 // lse, or lse-merge into what an earlier level wrote (FLAG_MERGE).
 template <int D, int MT>
 __device__ __forceinline__ void write_rows(float (&o)[MT][D / 8][4], const float (&m)[MT][2], const float (&l)[MT][2], const float (&ls)[MT][2],
-                                           const int (&qrow)[MT][2], int flags, bool cv, const float* corr, int outside, int head, int nQ,
+                                           const int (&qrow)[MT][2], int flags, const float* corr, int outside, int head, int nQ,
                                            float* __restrict__ O, float* __restrict__ L, int t4) {
-    const bool merge = (flags & FLAG_MERGE) != 0;
+    const bool merge = (flags & FLAG_MERGE) != 0, cv = (flags & FLAG_CV) && outside > 0;
 #pragma unroll
     for (int mt = 0; mt < MT; mt++) {
 #pragma unroll
@@ -1054,7 +1057,7 @@ __device__ __forceinline__ void attn_impl(
         __syncthreads();
     }
 
-    write_rows<D, MT>(o, m, l, ls, qrow, flags, cv, sCorr, tile[T_OUTSIDE], head, nQ, O, L, t4);
+    write_rows<D, MT>(o, m, l, ls, qrow, flags, sCorr, tile[T_OUTSIDE], head, nQ, O, L, t4);
 }
 
 // NAME, input kind, d, keys per tile, m-tiles per warp, CTAs per SM for the register budget,
