@@ -249,7 +249,7 @@ public final class CUDAAttentionSession: @unchecked Sendable {
                 // to 8 CTAs (measured at n = 131072, h = 24: 0.087 ms with 8, 0.147 ms with 1); many
                 // pieces (causal rectangles): one CTA each (0.143 ms, against 0.536 ms with 8).
                 let split = min(8, max(1, 264 / host.controlPieceCount))
-                try stream.launch(finish, grid: (host.controlPieceCount, split, 1), block: (256, 1, 1), arguments: [
+                try stream.launch(finish, grid: (host.controlPieceCount, split, 1), block: (HostLevel.controlFinishThreads, 1, 1), arguments: [
                     .pointer(value16.pointer), .int(s.keyCount), .int(s.valueDim), .pointer(dev.controlPieces!.pointer),
                     .pointer(dev.order!.pointer), .pointer(dev.samplePositions!.pointer), .pointer(dev.sampleWeights!.pointer),
                     .pointer(dev.blockSum!.pointer), .pointer(dev.inBlock!.pointer), .pointer(dev.correction!.pointer),

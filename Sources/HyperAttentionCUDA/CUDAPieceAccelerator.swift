@@ -145,7 +145,7 @@ package final class CUDAPieceAccelerator: PieceAccelerator {
             let fullSum = try table("blockSumAll", all), fullIn = try table("inBlockAll", insideAll)
             let piece = try table("controlPiece", t.controlPiece)
             let corrections = try buffer("correction", bytes: nb * dv * 4)
-            try stream.launch(finish, grid: (1, 8, 1), block: (256, 1, 1), arguments: [
+            try stream.launch(finish, grid: (1, 8, 1), block: (HostLevel.controlFinishThreads, 1, 1), arguments: [
                 .pointer(rows16[2].pointer), .int(t.keyRows), .int(dv), .pointer(piece.pointer), .pointer(order.pointer),
                 .pointer(samplePositions.pointer), .pointer(sampleWeights.pointer), .pointer(fullSum.pointer), .pointer(fullIn.pointer),
                 .pointer(corrections.pointer),

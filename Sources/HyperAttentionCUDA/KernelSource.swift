@@ -458,32 +458,44 @@ extern "C" __global__ void __launch_bounds__(SCATTER_WARPS * 32) scatter_order_l
 
 // ---- Control variate: D_j = Σ_{k∉B_j} v_k − Σ_{s∉B_j} w_s v_s per block j of a piece ----
 // Block fields: kvHead, kBase, kOrd, kFirst, kCount, sOff, sCount.
-// 256 threads: dv/8 threads per row (16-byte loads, 8 columns each) and 256/(dv/8) rows at a time,
-// then a reduction over the row groups in shared memory (dv ∈ {64, 128}).
+// 256 threads: dv/8 threads per row (16-byte loads, 8 columns each) and 256/(dv/8) rows at a time;
+// the row groups' sums are added by shuffles within each warp, then over the 8 warps in shared
+// memory (dv ∈ {64, 128}). The samples inside the block (few: ~0.5 per block on average) are a
+// second pass, skipped by the whole CTA when it has none.
 #define CV_BATCH 8
+#define CV_WARPS 8
 template <int KIND>
 __device__ __forceinline__ void cv_block_sums_impl(const void* V, int nK, int dv, const int* blocks, const int* kOrder,
     const int* samplePos, const float* sampleW, double* blockSum, double* inBlock) {
-    __shared__ double red[2][2048];
+    __shared__ double red[CV_WARPS][128];
     const int* b = blocks + blockIdx.x * 7;
     const int tpr = dv >> 3, groups = blockDim.x / tpr, grp = threadIdx.x / tpr, c8 = threadIdx.x % tpr;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const size_t headBase = (size_t)b[0] * nK;
     const int kBase = b[1], kOrd = b[2], kFirst = b[3], kCount = b[4];
     const u16* Vh = (const u16*)V + (headBase + kBase) * dv + c8 * 8;
-    double sum[8], in[8];
+    // This thread's 8 columns summed over its rows; then over the warp's row groups (lanes with
+    // the same c8), then over the warps, into `out`.
+    auto reduce = [&](double (&x)[8], double* out) {
+        for (int off = tpr; off < 32; off <<= 1)
 #pragma unroll
-    for (int e = 0; e < 8; e++) { sum[e] = 0; in[e] = 0; }
-    auto row8 = [&](int pos, float* x) {
-        const uint4 v = *(const uint4*)(Vh + (size_t)kOrder[kOrd + pos] * dv);
-        const u32 w[4] = {v.x, v.y, v.z, v.w};
+            for (int e = 0; e < 8; e++) x[e] += __shfl_xor_sync(0xffffffffu, x[e], off);
+        if (lane < tpr)
 #pragma unroll
-        for (int h = 0; h < 4; h++) {
-            x[2 * h] = half_to_f<KIND>((u16)(w[h] & 0xffffu));
-            x[2 * h + 1] = half_to_f<KIND>((u16)(w[h] >> 16));
+            for (int e = 0; e < 8; e++) red[warp][c8 * 8 + e] = x[e];
+        __syncthreads();
+        for (int c = threadIdx.x; c < dv; c += blockDim.x) {
+            double t = 0;
+            for (int w = 0; w < CV_WARPS; w++) t += red[w][c];
+            out[(size_t)blockIdx.x * dv + c] = t;
         }
+        __syncthreads();
     };
+    double sum[8];
+#pragma unroll
+    for (int e = 0; e < 8; e++) sum[e] = 0;
     // Rows in batches of CV_BATCH per thread: every index load, then every row load, in flight
-    // together; the sums keep the order p = grp, grp + groups, ... (the same values bit for bit).
+    // together.
     const int kEnd = kFirst + kCount;
     for (int p0 = kFirst + grp; p0 < kEnd; p0 += CV_BATCH * groups) {
         int idx[CV_BATCH];
@@ -494,7 +506,6 @@ __device__ __forceinline__ void cv_block_sums_impl(const void* V, int nK, int dv
         for (int u = 0; u < CV_BATCH; u++) raw[u] = idx[u] >= 0 ? *(const uint4*)(Vh + (size_t)idx[u] * dv) : make_uint4(0, 0, 0, 0);
 #pragma unroll
         for (int u = 0; u < CV_BATCH; u++) {
-            if (idx[u] < 0) break;
             const u32 w[4] = {raw[u].x, raw[u].y, raw[u].z, raw[u].w};
 #pragma unroll
             for (int h = 0; h < 4; h++) {
@@ -503,39 +514,43 @@ __device__ __forceinline__ void cv_block_sums_impl(const void* V, int nK, int dv
             }
         }
     }
+    reduce(sum, blockSum);
+    // Σ w·v over the samples inside the block.
+    double in[8];
+#pragma unroll
+    for (int e = 0; e < 8; e++) in[e] = 0;
+    bool any = false;
     for (int s0 = grp; s0 < b[6]; s0 += CV_BATCH * groups) {
-        int pos[CV_BATCH];
+        int pos[CV_BATCH];  // every position load of a batch in flight together
 #pragma unroll
         for (int u = 0; u < CV_BATCH; u++) pos[u] = s0 + u * groups < b[6] ? samplePos[b[5] + s0 + u * groups] : -1;
 #pragma unroll
         for (int u = 0; u < CV_BATCH; u++) {
             if (pos[u] >= kFirst && pos[u] < kEnd) {
-                float x[8];
-                row8(pos[u], x);
-                const double w = (double)sampleW[b[5] + s0 + u * groups];
+                any = true;
+                const uint4 v = *(const uint4*)(Vh + (size_t)kOrder[kOrd + pos[u]] * dv);
+                const u32 w4[4] = {v.x, v.y, v.z, v.w};
+                const double wt = (double)sampleW[b[5] + s0 + u * groups];
 #pragma unroll
-                for (int e = 0; e < 8; e++) in[e] += w * (double)x[e];
+                for (int h = 0; h < 4; h++) {
+                    in[2 * h] += wt * (double)half_to_f<KIND>((u16)(w4[h] & 0xffffu));
+                    in[2 * h + 1] += wt * (double)half_to_f<KIND>((u16)(w4[h] >> 16));
+                }
             }
         }
     }
-#pragma unroll
-    for (int e = 0; e < 8; e++) {
-        red[0][grp * dv + c8 * 8 + e] = sum[e];
-        red[1][grp * dv + c8 * 8 + e] = in[e];
-    }
-    __syncthreads();
-    for (int c = threadIdx.x; c < dv; c += blockDim.x) {
-        double ts = 0, ti = 0;
-        for (int g = 0; g < groups; g++) { ts += red[0][g * dv + c]; ti += red[1][g * dv + c]; }
-        blockSum[(size_t)blockIdx.x * dv + c] = ts;
-        inBlock[(size_t)blockIdx.x * dv + c] = ti;
+    if (__syncthreads_or(any)) {
+        reduce(in, inBlock);
+    } else {
+        for (int c = threadIdx.x; c < dv; c += blockDim.x) inBlock[(size_t)blockIdx.x * dv + c] = 0;
     }
 }
-// Piece fields: firstBlock, blockCount, kvHead, kBase, kOrd, sOff, sCount. 256 threads as above.
+// Piece fields: firstBlock, blockCount, kvHead, kBase, kOrd, sOff, sCount. `HostLevel.controlFinishThreads`
+// threads (1024): blockDim/dv row groups of dv columns.
 template <int KIND>
 __device__ __forceinline__ void cv_finish_impl(const void* V, int nK, int dv, const int* pieces, const int* kOrder,
     const int* samplePos, const float* sampleW, const double* blockSum, const double* inBlock, float* correction) {
-    __shared__ double red[2][256];
+    __shared__ double red[2][1024];
     const int* p = pieces + blockIdx.x * 7;
     const int groups = blockDim.x / dv, grp = threadIdx.x / dv, c = threadIdx.x % dv;
     const size_t headBase = (size_t)p[2] * nK;
@@ -579,7 +594,7 @@ __device__ __forceinline__ void cv_finish_impl(const void* V, int nK, int dv, co
 extern "C" __global__ void cv_block_sums_##SUFFIX(const void* V, int nK, int dv, const int* blocks, const int* kOrder, \
     const int* samplePos, const float* sampleW, double* blockSum, double* inBlock) { \
     cv_block_sums_impl<KIND>(V, nK, dv, blocks, kOrder, samplePos, sampleW, blockSum, inBlock); } \
-extern "C" __global__ void cv_finish_##SUFFIX(const void* V, int nK, int dv, const int* pieces, const int* kOrder, \
+extern "C" __global__ void __launch_bounds__(1024) cv_finish_##SUFFIX(const void* V, int nK, int dv, const int* pieces, const int* kOrder, \
     const int* samplePos, const float* sampleW, const double* blockSum, const double* inBlock, float* correction) { \
     cv_finish_impl<KIND>(V, nK, dv, pieces, kOrder, samplePos, sampleW, blockSum, inBlock, correction); }
 CV_KERNELS(bf16, 1)
