@@ -239,7 +239,7 @@ public final class CUDAAttentionSession: @unchecked Sendable {
             ])
             try mark?("scatter")
             if host.controlBlockCount > 0 && options.estimator == .stratifiedControlVariate {
-                try stream.launch(blockSums, grid: (host.controlBlockCount, 1, 1), block: (256, 1, 1), arguments: [
+                try stream.launch(blockSums, grid: (host.controlBlockCount, 1, 1), block: (HostLevel.controlBlockThreads, 1, 1), arguments: [
                     .pointer(value16.pointer), .int(s.keyCount), .int(s.valueDim), .pointer(dev.controlBlocks!.pointer),
                     .pointer(dev.order!.pointer), .pointer(dev.samplePositions!.pointer), .pointer(dev.sampleWeights!.pointer),
                     .pointer(dev.blockSum!.pointer), .pointer(dev.inBlock!.pointer),

@@ -127,7 +127,7 @@ package final class CUDAPieceAccelerator: PieceAccelerator {
             let nb = batch.blockCount, mine = batch.blocks.count
             let controlBlocks = try table("controlBlocks", t.controlBlocks)
             let localSum = try buffer("blockSum", bytes: mine * dv * 8), localIn = try buffer("inBlock", bytes: mine * dv * 8)
-            try stream.launch(blockSums, grid: (mine, 1, 1), block: (256, 1, 1), arguments: [
+            try stream.launch(blockSums, grid: (mine, 1, 1), block: (HostLevel.controlBlockThreads, 1, 1), arguments: [
                 .pointer(rows16[2].pointer), .int(t.keyRows), .int(dv), .pointer(controlBlocks.pointer), .pointer(order.pointer),
                 .pointer(samplePositions.pointer), .pointer(sampleWeights.pointer), .pointer(localSum.pointer), .pointer(localIn.pointer),
             ])

@@ -20,8 +20,10 @@ struct HostLevel {
     static let hashRowsPerChunk = 1024
     static let flagMerge: Int32 = 1
     static let flagControlVariate: Int32 = 2
-    /// Threads per CTA of `cv_finish` (its row groups fix the order of its sums, so the single-GPU
-    /// and the distributed launches must agree).
+    /// Threads per CTA of `cv_block_sums` (the kernel's `CV_WARPS` warps) and of `cv_finish`:
+    /// their row groups fix the order of the sums, so the single-GPU and the distributed launches
+    /// must agree.
+    static let controlBlockThreads = 256
     static let controlFinishThreads = 1024
     /// Whether the sort counts and scatters through shared memory: ≤ 256 buckets (the kernels'
     /// `SORT_SMEM_BUCKETS`), so chunks of ≤ 2048 rows (`init` sizes them at max(1024, 8·2^bits)).

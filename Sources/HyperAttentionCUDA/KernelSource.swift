@@ -463,7 +463,7 @@ extern "C" __global__ void __launch_bounds__(SCATTER_WARPS * 32) scatter_order_l
 // memory (dv ∈ {64, 128}). The samples inside the block (few: ~0.5 per block on average) are a
 // second pass, skipped by the whole CTA when it has none.
 #define CV_BATCH 8
-#define CV_WARPS 8  // 256 threads: the host launches cv_block_sums with 256
+#define CV_WARPS 8  // 256 threads (HostLevel.controlBlockThreads)
 template <int KIND>
 __device__ __forceinline__ void cv_block_sums_impl(const void* V, int nK, int dv, const int* blocks, const int* kOrder,
     const int* samplePos, const float* sampleW, double* blockSum, double* inBlock) {

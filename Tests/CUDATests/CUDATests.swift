@@ -292,7 +292,7 @@ struct CUDASortTableTests {
         }
         // scatter_order_local (≤ 256 buckets): each chunk's counts from the gaps of the scan, its rows
         // sorted chunk-locally, then written out by local position + (global − local) start.
-        if bits <= 8 {
+        if HostLevel.sortsInSharedMemory(lshBits: bits) {
             var local = [Int32](repeating: -1, count: t.orderLength)
             for c in 0..<t.chunkCount {
                 let sg = Int(t.chunks[2 * c]), ci = Int(t.chunks[2 * c + 1])
