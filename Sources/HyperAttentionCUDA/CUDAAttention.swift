@@ -199,75 +199,83 @@ public final class CUDAAttentionSession: @unchecked Sendable {
     /// Enqueues the whole call (every level: hash, sort, control variate, attention tiles).
     /// `mark`, when given, is called after each phase with its name (for `profile()`).
     public func enqueue(mark: ((String) throws -> Void)? = nil) throws {
-        let s = shape, dim = s.headDim
+        if plan.tables.segmentCount > 0 && !HostLevel.sortsInSharedMemory(lshBits: options.lshBits) {
+            try stream.memset(tables.counts!.pointer, 0, bytes: tables.counts!.byteCount)
+        }
+        try enqueuePreparation(mark: mark)
+        // The tiles, level by level (a level lse-merges into rows that earlier levels wrote).
+        for level in plan.levels where level.tileCount > 0 {
+            try enqueueTiles(first: level.firstTile, count: level.tileCount, hyper: level.hyper)
+            try mark?(level.hyper ? "attention (hyper levels)" : "attention (exact levels)")
+        }
+    }
+
+    /// Hashing (each row once per query head, for every level), sort and control variate of
+    /// every level: one launch each.
+    private func enqueuePreparation(mark: ((String) throws -> Void)?) throws {
+        let host = plan.tables, dev = tables, s = shape
+        guard host.segmentCount > 0 else { return }
         let p16 = precision == .bfloat16 ? "bf16" : "f16"
         let hashKind = queryHash != nil ? "f32" : p16
-        let hash = try kernels.function("hash_rows_\(hashKind)_d\(dim)")
-        let count = try kernels.function("count_buckets")
-        let scan = try kernels.function("scan_counts")
-        let sharedMemorySort = HostLevel.sortsInSharedMemory(lshBits: options.lshBits)
-        let scatter = try kernels.function(sharedMemorySort ? "scatter_order_local" : "scatter_order")
-        let blockSums = try kernels.function("cv_block_sums_\(p16)")
-        let finish = try kernels.function("cv_finish_\(p16)")
-        let scaleLog2 = options.effectiveScale(headDim: dim) * 1.442_695_040_888_963_4
         let hq = (queryHash ?? query16).pointer, hk = (keyHash ?? key16).pointer
-        let host = plan.tables, dev = tables
-        // Hash (each row once per query head, for every level), sort and control variate of
-        // every level: one launch each.
-        if host.segmentCount > 0 {
-            if !sharedMemorySort { try stream.memset(dev.counts!.pointer, 0, bytes: dev.counts!.byteCount) }
-            try stream.launch(hash, grid: ((host.hashChunkCount + 3) / 4, 1, 1), block: (128, 1, 1), arguments: [
-                .pointer(hq), .pointer(hk), .int(s.queryCount), .int(s.keyCount), .pointer(dev.hashSegments!.pointer),
-                .pointer(dev.hashChunks!.pointer), .int(host.hashChunkCount), .pointer(dev.directions!.pointer),
-                .int(options.lshBits), .pointer(dev.buckets!.pointer),
-            ])
-            try mark?("hash")
-            let warpsGrid = ((host.chunkCount + 3) / 4, 1, 1)
-            try stream.launch(count, grid: warpsGrid, block: (128, 1, 1), arguments: [
-                .pointer(dev.segments!.pointer), .pointer(dev.chunks!.pointer), .int(host.chunkCount),
+        let sharedMemorySort = HostLevel.sortsInSharedMemory(lshBits: options.lshBits)
+        try stream.launch(try kernels.function("hash_rows_\(hashKind)_d\(s.headDim)"), grid: ((host.hashChunkCount + 3) / 4, 1, 1),
+                          block: (128, 1, 1), arguments: [
+            .pointer(hq), .pointer(hk), .int(s.queryCount), .int(s.keyCount), .pointer(dev.hashSegments!.pointer),
+            .pointer(dev.hashChunks!.pointer), .int(host.hashChunkCount),
+            .pointer(dev.directions!.pointer), .int(options.lshBits), .pointer(dev.buckets!.pointer), .pointer(dev.counts!.pointer),
+        ])
+        try mark?("hash")
+        // The histograms the hash kernel did not write (non-causal: none).
+        if host.countChunkCount > 0 {
+            try stream.launch(try kernels.function("count_buckets"), grid: ((host.countChunkCount + 3) / 4, 1, 1), block: (128, 1, 1), arguments: [
+                .pointer(dev.segments!.pointer), .pointer(dev.countChunks!.pointer), .int(host.countChunkCount),
                 .pointer(dev.buckets!.pointer), .pointer(dev.counts!.pointer), .int(options.lshBits),
             ])
             try mark?("count")
-            try stream.launch(scan, grid: (host.segmentCount, 1, 1), block: (1024, 1, 1), arguments: [
-                .pointer(dev.counts!.pointer), .pointer(dev.segments!.pointer), .int(options.lshBits),
-            ])
-            try mark?("scan")
-            try stream.launch(scatter, grid: warpsGrid, block: (128, 1, 1), arguments: [
-                .pointer(dev.segments!.pointer), .pointer(dev.chunks!.pointer), .int(host.chunkCount),
-                .pointer(dev.buckets!.pointer), .pointer(dev.counts!.pointer), .pointer(dev.order!.pointer),
-                .int(options.lshBits),
-            ])
-            try mark?("scatter")
-            if host.controlBlockCount > 0 && options.estimator == .stratifiedControlVariate {
-                try stream.launch(blockSums, grid: (host.controlBlockCount, 1, 1), block: (HostLevel.controlBlockThreads, 1, 1), arguments: [
-                    .pointer(value16.pointer), .int(s.keyCount), .int(s.valueDim), .pointer(dev.controlBlocks!.pointer),
-                    .pointer(dev.order!.pointer), .pointer(dev.samplePositions!.pointer), .pointer(dev.sampleWeights!.pointer),
-                    .pointer(dev.blockSum!.pointer), .pointer(dev.inBlock!.pointer),
-                ])
-                try mark?("control variate (block sums)")
-                // Few pieces (non-causal: one per head): each piece's corrections are written by up
-                // to 8 CTAs (measured at n = 131072, h = 24, with 256 threads per CTA: 0.087 ms with
-                // 8, 0.147 ms with 1); many pieces (causal rectangles): one CTA each (0.143 ms,
-                // against 0.536 ms with 8). With 1024 threads: 0.030 and 0.105 ms.
-                let split = min(8, max(1, 264 / host.controlPieceCount))
-                try stream.launch(finish, grid: (host.controlPieceCount, split, 1), block: (HostLevel.controlFinishThreads, 1, 1), arguments: [
-                    .pointer(value16.pointer), .int(s.keyCount), .int(s.valueDim), .pointer(dev.controlPieces!.pointer),
-                    .pointer(dev.order!.pointer), .pointer(dev.samplePositions!.pointer), .pointer(dev.sampleWeights!.pointer),
-                    .pointer(dev.blockSum!.pointer), .pointer(dev.inBlock!.pointer), .pointer(dev.correction!.pointer),
-                ])
-                try mark?("control variate (finish)")
-            }
         }
-        // The tiles, level by level (a level lse-merges into rows that earlier levels wrote).
-        let order = dev.order?.pointer ?? 0
-        for level in plan.levels where level.tileCount > 0 {
-            try kernels.launchTiles(on: stream, p16: p16, dim: dim, hyper: level.hyper, tileCount: level.tileCount, TileArguments(
-                query: query16.pointer, key: key16.pointer, value: value16.pointer, output: output.pointer, logSumExp: logSumExp.pointer,
-                queryCount: s.queryCount, keyCount: s.keyCount, tiles: dev.tiles.pointer + UInt64(level.firstTile * HostLevel.tileFields * 4),
-                order: order, samplePositions: dev.samplePositions?.pointer ?? 0, sampleLog2Weights: dev.sampleLog2Weights?.pointer ?? 0,
-                correction: dev.correction?.pointer ?? 0, scaleLog2: scaleLog2))
-            try mark?(level.hyper ? "attention (hyper levels)" : "attention (exact levels)")
-        }
+        try stream.launch(try kernels.function("scan_counts"), grid: (host.segmentCount, 1, 1), block: (1024, 1, 1), arguments: [
+            .pointer(dev.counts!.pointer), .pointer(dev.segments!.pointer), .int(options.lshBits),
+        ])
+        try mark?("scan")
+        try stream.launch(try kernels.function(sharedMemorySort ? "scatter_order_local" : "scatter_order"),
+                          grid: ((host.chunkCount + 3) / 4, 1, 1), block: (128, 1, 1), arguments: [
+            .pointer(dev.segments!.pointer), .pointer(dev.chunks!.pointer), .int(host.chunkCount),
+            .pointer(dev.buckets!.pointer), .pointer(dev.counts!.pointer), .pointer(dev.order!.pointer), .int(options.lshBits),
+        ])
+        try mark?("scatter")
+        guard host.controlBlockCount > 0 && options.estimator == .stratifiedControlVariate else { return }
+        try stream.launch(try kernels.function("cv_block_sums_\(p16)"), grid: (host.controlBlockCount, 1, 1),
+                          block: (HostLevel.controlBlockThreads, 1, 1), arguments: [
+            .pointer(value16.pointer), .int(s.keyCount), .int(s.valueDim), .pointer(dev.controlBlocks!.pointer),
+            .pointer(dev.order!.pointer), .pointer(dev.samplePositions!.pointer), .pointer(dev.sampleWeights!.pointer),
+            .pointer(dev.blockSum!.pointer), .pointer(dev.inBlock!.pointer),
+        ])
+        try mark?("control variate (block sums)")
+        // Few pieces (non-causal: one per head): each piece's corrections are written by up
+        // to 8 CTAs (measured at n = 131072, h = 24, with 256 threads per CTA: 0.087 ms with
+        // 8, 0.147 ms with 1); many pieces (causal rectangles): one CTA each (0.143 ms,
+        // against 0.536 ms with 8). With 1024 threads: 0.030 and 0.105 ms.
+        let split = min(8, max(1, 264 / host.controlPieceCount))
+        try stream.launch(try kernels.function("cv_finish_\(p16)"), grid: (host.controlPieceCount, split, 1),
+                          block: (HostLevel.controlFinishThreads, 1, 1), arguments: [
+            .pointer(value16.pointer), .int(s.keyCount), .int(s.valueDim), .pointer(dev.controlPieces!.pointer),
+            .pointer(dev.order!.pointer), .pointer(dev.samplePositions!.pointer), .pointer(dev.sampleWeights!.pointer),
+            .pointer(dev.blockSum!.pointer), .pointer(dev.inBlock!.pointer), .pointer(dev.correction!.pointer),
+        ])
+        try mark?("control variate (finish)")
+    }
+
+    /// Tiles `first ..< first + count` of the plan (one level's).
+    private func enqueueTiles(first: Int, count: Int, hyper: Bool) throws {
+        guard count > 0 else { return }
+        let s = shape, dev = tables
+        try kernels.launchTiles(on: stream, p16: precision == .bfloat16 ? "bf16" : "f16", dim: s.headDim, hyper: hyper, tileCount: count, TileArguments(
+            query: query16.pointer, key: key16.pointer, value: value16.pointer, output: output.pointer, logSumExp: logSumExp.pointer,
+            queryCount: s.queryCount, keyCount: s.keyCount, tiles: dev.tiles.pointer + UInt64(first * HostLevel.tileFields * 4),
+            order: dev.order?.pointer ?? 0, samplePositions: dev.samplePositions?.pointer ?? 0,
+            sampleLog2Weights: dev.sampleLog2Weights?.pointer ?? 0, correction: dev.correction?.pointer ?? 0,
+            scaleLog2: options.effectiveScale(headDim: s.headDim) * 1.442_695_040_888_963_4))
     }
 
     /// Milliseconds per phase of one call, summed over levels (CUDA events between phases).
@@ -343,7 +351,7 @@ public final class CUDAAttentionSession: @unchecked Sendable {
 
 /// Device tables of one level (see `HostLevel`) and its scratch arrays.
 final class DeviceLevel {
-    let segments, chunks, hashSegments, hashChunks, directions: DeviceBuffer?
+    let segments, chunks, countChunks, hashSegments, hashChunks, directions: DeviceBuffer?
     let buckets, order, counts: DeviceBuffer?
     let tiles: DeviceBuffer
     let samplePositions, sampleLog2Weights, sampleWeights: DeviceBuffer?
@@ -355,6 +363,7 @@ final class DeviceLevel {
         }
         segments = try table(host.segments)
         chunks = try table(host.chunks)
+        countChunks = try table(host.countChunks)
         hashSegments = try table(host.hashSegments)
         hashChunks = try table(host.hashChunks)
         directions = try table(host.directions)

@@ -13,7 +13,7 @@ import HyperAttention
 /// buckets from there (`bucketOffset(…)`).
 struct HostLevel {
     static let segmentFields = 9
-    static let hashSegmentFields = 7
+    static let hashSegmentFields = 9
     static let tileFields = 16
     static let tileRows = 128
     /// Rows per warp of the hash kernel.
@@ -38,13 +38,18 @@ struct HostLevel {
     var segments: [Int32] = []
     /// (segment, chunk) of each warp of the count and scatter kernels.
     var chunks: [Int32] = []
+    /// The entries of `chunks` whose histogram `count_buckets` computes: those of segments that
+    /// the hash kernel does not count itself (see `hashSegments`). Filled by `HostPlan`.
+    var countChunks: [Int32] = []
     var orderLength = 0
     var countLength = 0
     /// Rows to hash, per (tensor, query head): the union of the level's sort segments' rows.
     var hashRanges: [(tensor: Int, queryHead: Int, storedHead: Int, rows: Range<Int>)] = []
     /// Hash segments (filled by `HostPlan` only, for the whole call): tensor, stored head, first
     /// row, length, offset of the query head's directions, offset of the first row's bucket, rows
-    /// per chunk. Every row of every sort segment lies in exactly one hash segment.
+    /// per chunk, and the offset of the counts and the chunk count of the sort segment with
+    /// exactly these rows and chunks, whose histogram the hash kernel then writes (with ≤ 256
+    /// buckets; else −1 and 0). Every row of every sort segment lies in exactly one hash segment.
     var hashSegments: [Int32] = []
     /// (hash segment, chunk) of each warp of the hash kernel.
     var hashChunks: [Int32] = []
@@ -65,6 +70,7 @@ struct HostLevel {
 
     var segmentCount: Int { segments.count / HostLevel.segmentFields }
     var chunkCount: Int { chunks.count / 2 }
+    var countChunkCount: Int { countChunks.count / 2 }
     var hashSegmentCount: Int { hashSegments.count / HostLevel.hashSegmentFields }
     var hashChunkCount: Int { hashChunks.count / 2 }
 
@@ -243,6 +249,19 @@ struct HostPlan {
         for r in t.hashRanges { ranges[2 * r.queryHead + r.tensor, default: []].append((r.storedHead, r.rows)) }
         if !ranges.isEmpty { t.bucketLength = shape.batch * shape.queryHeads * (shape.queryCount + shape.keyCount) }
         var directionOffset: [Int: Int] = [:]
+        // With ≤ 256 buckets, a hash segment whose rows are exactly one sort segment's writes
+        // that segment's histogram (in the sort's chunks), and count_buckets skips it (non-causal
+        // calls: every segment).
+        let fusedCount = HostLevel.sortsInSharedMemory(lshBits: options.lshBits)
+        /// A sort segment's rows as (bucket offset of its first row, length), in one integer.
+        func rowsKey(bucketOffset: Int, count: Int) -> Int { bucketOffset << 32 | count }
+        var segmentWithRows: [Int: Int] = [:]
+        for sg in 0..<t.segmentCount {
+            let f = sg * HostLevel.segmentFields
+            let key = rowsKey(bucketOffset: Int(t.segments[f + 4]), count: Int(t.segments[f + 3]))
+            if segmentWithRows[key] == nil { segmentWithRows[key] = sg }
+        }
+        var countedByHash = [Bool](repeating: false, count: t.segmentCount)
         for key in ranges.keys.sorted() {
             let queryHead = key / 2, tensor = key % 2
             if directionOffset[queryHead] == nil {
@@ -260,15 +279,22 @@ struct HostPlan {
                 }
             }
             for rows in merged {
-                let chunkCount = (rows.count + HostLevel.hashRowsPerChunk - 1) / HostLevel.hashRowsPerChunk
+                let bucketOffset = HostLevel.bucketOffset(tensor: tensor, queryHead: queryHead, row: rows.lowerBound, shape: shape)
+                // The sort segment with exactly these rows, if any: the hash kernel counts it.
+                let counted = fusedCount ? segmentWithRows[rowsKey(bucketOffset: bucketOffset, count: rows.count)] : nil
+                let rowsPerChunk = counted.map { Int(t.segments[$0 * HostLevel.segmentFields + 8]) } ?? HostLevel.hashRowsPerChunk
+                let chunkCount = (rows.count + rowsPerChunk - 1) / rowsPerChunk
                 for c in 0..<chunkCount { t.hashChunks += [Int32(t.hashSegmentCount), Int32(c)] }
                 t.hashSegments += [
                     Int32(tensor), Int32(list[0].storedHead), Int32(rows.lowerBound), Int32(rows.count), Int32(directionOffset[queryHead]!),
-                    Int32(HostLevel.bucketOffset(tensor: tensor, queryHead: queryHead, row: rows.lowerBound, shape: shape)),
-                    Int32(HostLevel.hashRowsPerChunk),
+                    Int32(bucketOffset), Int32(rowsPerChunk),
+                    counted.map { t.segments[$0 * HostLevel.segmentFields + 6] } ?? -1,
+                    counted.map { t.segments[$0 * HostLevel.segmentFields + 7] } ?? 0,
                 ]
+                if let counted { countedByHash[counted] = true }
             }
         }
+        for c in 0..<t.chunkCount where !countedByHash[Int(t.chunks[2 * c])] { t.countChunks += [t.chunks[2 * c], t.chunks[2 * c + 1]] }
         tables = t
     }
 }

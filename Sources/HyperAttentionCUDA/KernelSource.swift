@@ -9,13 +9,15 @@
 ///   (every Q and K row that some level sorts, once per query head, whatever the number of
 ///   levels) into a per-row bucket array, the dot products summed in the CPU path's order (16
 ///   fused lanes, then a tree) with the directions in shared memory; the rows reach the lanes
-///   through shared memory (coalesced, double-buffered `cp.async` copies).
+///   through shared memory (coalesced, double-buffered `cp.async` copies). With ≤ 256 buckets, a
+///   hash segment whose rows are exactly one sort segment's (non-causal calls: all) also writes
+///   that segment's per-chunk histogram.
 /// - `count_buckets`: per sort segment (the Q and K rows of each HyperAttention piece, all
-///   levels in one launch), the per-chunk bucket histogram read from the bucket array (in shared
-///   memory for ≤ 256 buckets).
+///   levels in one launch) whose histogram the hash did not write, the per-chunk bucket histogram
+///   read from the bucket array (in shared memory for ≤ 256 buckets).
 /// - `scan_counts`: per segment, exclusive scan of the (bucket, chunk) counts.
 /// - `scatter_order_local` (≤ 256 buckets) / `scatter_order`: the stable scatter of the counting
-///   sort (rank within a warp by `__match_any_sync`), giving sorted position → row, as the CPU's
+///   sort (rank within a warp from one ballot per bucket bit), giving sorted position → row, as the CPU's
 ///   `SortLSH.sortedOrder`; the local one sorts each chunk in shared memory first and writes the
 ///   order out run by run.
 /// - `cv_block_sums_*`, `cv_finish_*`: the control variate's per-block Σ V corrections.
@@ -139,7 +141,9 @@ __device__ __forceinline__ SegChunk seg_chunk(const int* segs, const int* chunks
 }
 // Hash segment fields (ints): tensor, head (global index in that tensor), first stored row,
 // length, offset of the query head's directions (floats), offset of the first row's bucket, rows
-// per chunk.
+// per chunk; and when the segment's rows and chunks are exactly one sort segment's (≤ 256
+// buckets), that segment's offset of the counts and its chunk count: the hash kernel then writes
+// the segment's histogram itself (else −1 and 0, and `count_buckets` does).
 #define HSEG_TENSOR 0
 #define HSEG_HEAD 1
 #define HSEG_FIRST 2
@@ -147,7 +151,9 @@ __device__ __forceinline__ SegChunk seg_chunk(const int* segs, const int* chunks
 #define HSEG_DIR 4
 #define HSEG_BKT 5
 #define HSEG_RPC 6
-#define HSEG_FIELDS 7
+#define HSEG_CNT 7
+#define HSEG_NCH 8
+#define HSEG_FIELDS 9
 
 // 16 bytes of a row (4 fp32 or 8 16-bit values) as fp32 into x[0..3] or x[0..7].
 template <int KIND> __device__ __forceinline__ void unpack16(const uint4 v, float* x) {
@@ -174,12 +180,13 @@ template <int KIND> __device__ __forceinline__ void unpack16(const uint4 v, floa
 template <int KIND, int D>
 __device__ __forceinline__ void hash_rows_impl(
     const void* Q, const void* K, int nQ, int nK, const int* hsegs, const int* hchunks, int numChunks,
-    const float* dirs, int bits, u16* buckets) {
+    const float* dirs, int bits, u16* buckets, int* counts) {
     constexpr int RU4 = D * (KIND == 0 ? 4 : 2) / 16;  // 16-byte pieces per row
     constexpr int U4 = D == 64 ? 8 : 4;                 // pieces per row per pass (static smem ≤ 48 KB)
     constexpr int PASSES = RU4 / U4;
     constexpr int EPU = KIND == 0 ? 4 : 8;              // elements per piece
-    // Each warp's segment directions (bits ≤ 16) in shared memory: broadcast reads.
+    // Each warp's segment directions (bits ≤ 16) in shared memory: broadcast reads. With the
+    // histogram fused (bits ≤ 8), its 2^bits counts follow the first 8·D floats.
     __shared__ __align__(16) float wsh[HASH_WARPS][16 * D];
     __shared__ __align__(16) uint4 stage[HASH_WARPS][2][32 * U4];
     int warp = (int)((blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5);
@@ -193,6 +200,10 @@ __device__ __forceinline__ void hash_rows_impl(
     float* w = wsh[threadIdx.x >> 5];
     uint4 (*st)[32 * U4] = stage[threadIdx.x >> 5];
     for (int e = lane; e < bits * D; e += 32) w[e] = dirs[s[HSEG_DIR] + e];
+    const bool histogram = s[HSEG_CNT] >= 0;
+    int* hist = (int*)(w + 8 * D);
+    if (histogram)
+        for (int b = lane; b < (1 << bits); b += 32) hist[b] = 0;
     __syncwarp();
     // Piece c of row r sits at U4·r + (c ^ swizzle(r)).
     auto swizzle = [](int r) { return U4 == 8 ? (r & 7) : ((r >> 1) & 3); };
@@ -258,7 +269,13 @@ __device__ __forceinline__ void hash_rows_impl(
             }
             code ^= code >> 1; code ^= code >> 2; code ^= code >> 4; code ^= code >> 8;  // inverse Gray code
             buckets[s[HSEG_BKT] + i] = (u16)code;
+            if (histogram) atomicAdd(&hist[code], 1);
         }
+    }
+    if (histogram) {  // this chunk's column of counts, as count_buckets would store it
+        __syncwarp();
+        int* cnt = counts + s[HSEG_CNT] + ci;
+        for (int b = lane; b < (1 << bits); b += 32) cnt[b * s[HSEG_NCH]] = hist[b];
     }
 }
 
@@ -266,8 +283,8 @@ __device__ __forceinline__ void hash_rows_impl(
 // spills; the others need more registers than that without spilling).
 #define HASH_KERNEL(NAME, KIND, D, MINB) \
 extern "C" __global__ void __launch_bounds__(HASH_WARPS * 32, MINB) NAME(const void* Q, const void* K, int nQ, int nK, \
-    const int* hsegs, const int* hchunks, int numChunks, const float* dirs, int bits, u16* buckets) { \
-    hash_rows_impl<KIND, D>(Q, K, nQ, nK, hsegs, hchunks, numChunks, dirs, bits, buckets); }
+    const int* hsegs, const int* hchunks, int numChunks, const float* dirs, int bits, u16* buckets, int* counts) { \
+    hash_rows_impl<KIND, D>(Q, K, nQ, nK, hsegs, hchunks, numChunks, dirs, bits, buckets, counts); }
 HASH_KERNEL(hash_rows_f32_d64, 0, 64, 1)
 HASH_KERNEL(hash_rows_bf16_d64, 1, 64, 4)
 HASH_KERNEL(hash_rows_f16_d64, 2, 64, 4)
@@ -277,13 +294,24 @@ HASH_KERNEL(hash_rows_f16_d128, 2, 128, 1)
 
 // The rows [lo, hi) of a chunk in order, 32 at a time, their buckets read from `bk` with
 // COUNT_UNROLL loads in flight per lane: f(valid, row, bucket, peers) on every lane, `peers` the
-// lanes of the same 32 rows with the same bucket (`__match_any_sync`; 0 where not valid); then a
-// __syncwarp. Shared by the histogram and both scatters, so they visit rows the same way.
+// lanes of the same 32 rows with the same bucket (0 where not valid); then a __syncwarp. Shared
+// by the histogram and both scatters, so they visit rows the same way.
 #define COUNT_UNROLL 8
 // Buckets up to which the histogram and the scatter work in shared memory (HostLevel.sortsInSharedMemory).
 #define SORT_SMEM_BUCKETS 256
+// The valid lanes (`mask`) whose bucket equals this lane's, from one ballot per bucket bit (the
+// buckets have `bits` bits), in place of `__match_any_sync`. Every lane must call it.
+__device__ __forceinline__ unsigned bucket_peers(u32 bucket, bool valid, unsigned mask, int bits) {
+    unsigned p = mask;
+    for (int j = 0; j < bits; j++) {
+        const bool bit = ((bucket >> j) & 1u) != 0u;
+        const unsigned lanes = __ballot_sync(0xffffffffu, bit);
+        p &= bit ? lanes : ~lanes;
+    }
+    return valid ? p : 0u;
+}
 template <typename F>
-__device__ __forceinline__ void for_each_row_bucket(const u16* bk, int lo, int hi, int lane, F f) {
+__device__ __forceinline__ void for_each_row_bucket(const u16* bk, int lo, int hi, int lane, int bits, F f) {
     for (int b0 = lo; b0 < hi; b0 += 32 * COUNT_UNROLL) {
         u32 bucket[COUNT_UNROLL];
 #pragma unroll
@@ -295,7 +323,7 @@ __device__ __forceinline__ void for_each_row_bucket(const u16* bk, int lo, int h
         for (int u = 0; u < COUNT_UNROLL; u++) {
             const bool valid = bucket[u] != 0xffffffffu;
             const unsigned mask = __ballot_sync(0xffffffffu, valid);
-            const unsigned peers = valid ? __match_any_sync(mask, bucket[u]) : 0u;
+            const unsigned peers = bucket_peers(bucket[u], valid, mask, bits);
             f(valid, b0 + 32 * u + lane, bucket[u], peers);
             __syncwarp();
         }
@@ -307,7 +335,7 @@ __device__ __forceinline__ int peers_below(unsigned peers, int lane) { return __
 // Bucket histogram per (bucket, chunk) of every sort segment (all levels): one warp per chunk,
 // the rows' buckets read from the per-row bucket array (8 loads in flight per lane). With
 // 2^bits ≤ 256 the warp counts in shared memory (one shared atomic per distinct bucket of each
-// 32 rows, `__match_any_sync`) and then stores its column of counts (each (bucket, chunk) has one
+// 32 rows, `bucket_peers`) and then stores its column of counts (each (bucket, chunk) has one
 // owner); otherwise it adds into `counts` with global atomics (`counts` must then be zero).
 extern "C" __global__ void __launch_bounds__(HASH_WARPS * 32) count_buckets(const int* segs, const int* chunks, int numChunks,
     const u16* buckets, int* counts, int bits) {
@@ -326,7 +354,7 @@ extern "C" __global__ void __launch_bounds__(HASH_WARPS * 32) count_buckets(cons
         for (int b = lane; b < (1 << bits); b += 32) hist[b] = 0;
         __syncwarp();
     }
-    for_each_row_bucket(bk, lo, hi, lane, [&](bool, int, u32 b, unsigned peers) {
+    for_each_row_bucket(bk, lo, hi, lane, bits, [&](bool, int, u32 b, unsigned peers) {
         if (peer_leader(peers, lane)) {
             if (local) hist[b] += __popc(peers);
             else atomicAdd(&cnt[(int)b * nch], __popc(peers));
@@ -339,40 +367,63 @@ extern "C" __global__ void __launch_bounds__(HASH_WARPS * 32) count_buckets(cons
 }
 
 // One CTA of 1024 threads per segment: counts[bucket][chunk] → exclusive prefix (bucket-major,
-// chunk-minor), i.e. the first sorted position of each chunk's rows of each bucket.
+// chunk-minor), i.e. the first sorted position of each chunk's rows of each bucket. The entries go
+// in rounds of SCAN_PER consecutive entries per thread, all of a round's loads in flight together
+// (16-byte loads where aligned), a CTA-wide scan of the threads' sums, then the stores.
+#define SCAN_PER 16
 extern "C" __global__ void __launch_bounds__(1024) scan_counts(int* counts, const int* segs, int bits) {
     __shared__ int warpSums[32];
     const int* s = segs + blockIdx.x * SEG_FIELDS;
     int* c = counts + s[SEG_CNT];
     const int len = (1 << bits) * s[SEG_CHUNKS];
-    const int per = (len + blockDim.x - 1) / blockDim.x;
-    const int lo = min(len, (int)threadIdx.x * per), hi = min(len, lo + per);
-    int sum = 0;
-    for (int i = lo; i < hi; i++) sum += c[i];
-    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
-    int incl = sum;
+    const int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
+    int carry = 0;  // sum of the rounds before
+    for (int base = 0; base < len; base += SCAN_PER * blockDim.x) {
+        const int lo = base + SCAN_PER * threadIdx.x;
+        const bool vector = lo + SCAN_PER <= len && ((size_t)(c + lo) & 15) == 0;
+        int v[SCAN_PER];
+        if (vector) {
 #pragma unroll
-    for (int off = 1; off < 32; off <<= 1) {
-        int v = __shfl_up_sync(0xffffffffu, incl, off);
-        if (lane >= off) incl += v;
-    }
-    if (lane == 31) warpSums[wid] = incl;
-    __syncthreads();
-    if (wid == 0) {
-        int v = lane < (int)(blockDim.x >> 5) ? warpSums[lane] : 0;
+            for (int q = 0; q < SCAN_PER / 4; q++) {
+                const int4 x = *(const int4*)(c + lo + 4 * q);
+                v[4 * q] = x.x; v[4 * q + 1] = x.y; v[4 * q + 2] = x.z; v[4 * q + 3] = x.w;
+            }
+        } else {
+#pragma unroll
+            for (int e = 0; e < SCAN_PER; e++) v[e] = lo + e < len ? c[lo + e] : 0;
+        }
+        int sum = 0;
+#pragma unroll
+        for (int e = 0; e < SCAN_PER; e++) sum += v[e];
+        int incl = sum;
 #pragma unroll
         for (int off = 1; off < 32; off <<= 1) {
-            int u = __shfl_up_sync(0xffffffffu, v, off);
-            if (lane >= off) v += u;
+            const int u = __shfl_up_sync(0xffffffffu, incl, off);
+            if (lane >= off) incl += u;
         }
-        warpSums[lane] = v;
-    }
-    __syncthreads();
-    int prefix = (wid > 0 ? warpSums[wid - 1] : 0) + incl - sum;
-    for (int i = lo; i < hi; i++) {
-        int t = c[i];
-        c[i] = prefix;
-        prefix += t;
+        if (lane == 31) warpSums[wid] = incl;
+        __syncthreads();
+        int w = lane < nw ? warpSums[lane] : 0;
+#pragma unroll
+        for (int off = 1; off < 32; off <<= 1) {
+            const int u = __shfl_up_sync(0xffffffffu, w, off);
+            if (lane >= off) w += u;
+        }
+        // w: the sum of warps 0 ... lane; the warps before this one are lane wid − 1's, the
+        // round's total lane nw − 1's.
+        const int before = __shfl_sync(0xffffffffu, w, wid > 0 ? wid - 1 : 0);
+        int prefix = carry + (wid > 0 ? before : 0) + incl - sum;
+        carry += __shfl_sync(0xffffffffu, w, nw - 1);
+#pragma unroll
+        for (int e = 0; e < SCAN_PER; e++) { const int t = v[e]; v[e] = prefix; prefix += t; }
+        if (vector) {
+#pragma unroll
+            for (int q = 0; q < SCAN_PER / 4; q++) *(int4*)(c + lo + 4 * q) = make_int4(v[4 * q], v[4 * q + 1], v[4 * q + 2], v[4 * q + 3]);
+        } else {
+#pragma unroll
+            for (int e = 0; e < SCAN_PER; e++) if (lo + e < len) c[lo + e] = v[e];
+        }
+        __syncthreads();  // warpSums is rewritten by the next round
     }
 }
 
@@ -390,7 +441,7 @@ extern "C" __global__ void __launch_bounds__(SCATTER_WARPS * 32) scatter_order(c
     const int nch = c.nch, ci = c.ci;
     int* column = offsets + s[SEG_CNT] + ci;  // bucket b's running offset at column[b · nch]
     int* out = order + s[SEG_ORD];
-    for_each_row_bucket(buckets + s[SEG_BKT], c.lo, c.hi, lane, [&](bool valid, int i, u32 b, unsigned peers) {
+    for_each_row_bucket(buckets + s[SEG_BKT], c.lo, c.hi, lane, bits, [&](bool valid, int i, u32 b, unsigned peers) {
         volatile int* slot = (volatile int*)column + (valid ? (int)b * nch : 0);
         if (valid) out[*slot + peers_below(peers, lane)] = i;
         __syncwarp();
@@ -443,7 +494,7 @@ extern "C" __global__ void __launch_bounds__(SCATTER_WARPS * 32) scatter_order_l
         running += __shfl_sync(0xffffffffu, incl, 31);
     }
     __syncwarp();
-    for_each_row_bucket(bk, lo, hi, lane, [&](bool valid, int i, u32 b, unsigned peers) {
+    for_each_row_bucket(bk, lo, hi, lane, bits, [&](bool valid, int i, u32 b, unsigned peers) {
         if (valid) {
             const int p = sNext[w][b] + peers_below(peers, lane);
             sRow[w][p] = (u16)(i - lo);

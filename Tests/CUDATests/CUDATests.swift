@@ -243,12 +243,15 @@ struct CUDASortTableTests {
         #expect(t.segmentCount > 0)
         #expect(t.bucketLength == batch * heads * (nq + nk))
         #expect(t.directions.count % (bits * d) == 0 && t.directions.count / (bits * d) <= batch * heads)
-        // hash_rows: one warp per (hash segment, chunk).
+        // hash_rows: one warp per (hash segment, chunk); with ≤ 256 buckets a hash segment whose
+        // rows are exactly one sort segment's also writes that segment's histogram.
         var buckets = [UInt16](repeating: 0, count: t.bucketLength)
         var hashed = [Int](repeating: 0, count: t.bucketLength)
+        var counts = [Int](repeating: 0, count: t.countLength)
+        let hf = HostLevel.hashSegmentFields
         for c in 0..<t.hashChunkCount {
             let sg = Int(t.hashChunks[2 * c]), ci = Int(t.hashChunks[2 * c + 1])
-            let f = t.hashSegments[sg * 7..<(sg + 1) * 7].map(Int.init)
+            let f = t.hashSegments[sg * hf..<(sg + 1) * hf].map(Int.init)
             let h = queryHead(tensor: f[0], bucketOffset: f[5], first: f[2])
             #expect(f[1] == (f[0] == 0 ? h : kvHead(h)), "K rows of the query head's kv head")
             #expect(Array(t.directions[f[4]..<(f[4] + bits * d)]) == SortLSH(bits: bits, headDim: d, seed: options.seed, head: h).directions)
@@ -257,20 +260,31 @@ struct CUDASortTableTests {
             for (r, b) in hash(tensor: f[0], queryHead: h, storedHead: f[1], rows: (f[2] + lo)..<(f[2] + hi)).enumerated() {
                 buckets[f[5] + lo + r] = b
                 hashed[f[5] + lo + r] += 1
+                if f[7] >= 0 { counts[f[7] + Int(b) * f[8] + ci] += 1 }
             }
         }
         #expect(hashed.allSatisfy { $0 <= 1 }, "no row hashed twice")
-        // count_buckets, then scan_counts, then scatter_order.
-        var counts = [Int](repeating: 0, count: t.countLength)
+        let countedByHash = (0..<t.hashSegmentCount).filter { t.hashSegments[$0 * hf + 7] >= 0 }.count
+        if HostLevel.sortsInSharedMemory(lshBits: bits) {
+            // Causal levels sort parts of the hashed ranges, so they mostly keep count_buckets.
+            if !causal { #expect(countedByHash > 0 && t.countChunkCount == 0, "non-causal: every histogram fused into the hash") }
+        } else {
+            #expect(countedByHash == 0 && t.countChunks == t.chunks)
+        }
+        // count_buckets over the rest, then scan_counts, then scatter_order (every chunk).
         var read = [Bool](repeating: false, count: t.bucketLength)
-        for c in 0..<t.chunkCount {
-            let sg = Int(t.chunks[2 * c]), ci = Int(t.chunks[2 * c + 1])
+        for c in 0..<t.countChunkCount {
+            let sg = Int(t.countChunks[2 * c]), ci = Int(t.countChunks[2 * c + 1])
             let f = t.segments[sg * 9..<(sg + 1) * 9].map(Int.init)
             for i in (ci * f[8])..<min(f[3], (ci + 1) * f[8]) {
                 #expect(hashed[f[4] + i] == 1, "bucket read before it was written")
-                read[f[4] + i] = true
                 counts[f[6] + Int(buckets[f[4] + i]) * f[7] + ci] += 1
             }
+        }
+        for c in 0..<t.chunkCount {
+            let sg = Int(t.chunks[2 * c]), ci = Int(t.chunks[2 * c + 1])
+            let f = t.segments[sg * 9..<(sg + 1) * 9].map(Int.init)
+            for i in (ci * f[8])..<min(f[3], (ci + 1) * f[8]) { read[f[4] + i] = true }
         }
         #expect(zip(hashed, read).allSatisfy { ($0 == 1) == $1 }, "every hashed row is sorted by some level")
         for sg in 0..<t.segmentCount {
