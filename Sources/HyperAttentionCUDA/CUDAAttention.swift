@@ -78,6 +78,16 @@ struct TileArguments {
     var queryCount, keyCount: Int
     var tiles, order, samplePositions, sampleLog2Weights, correction: DevicePointer
     var scaleLog2: Float
+
+    /// The options' softmax scale in log2 units (the kernels exponentiate with exp2).
+    static func scaleLog2(_ options: AttentionOptions, headDim: Int) -> Float {
+        options.effectiveScale(headDim: headDim) * 1.442_695_040_888_963_4
+    }
+}
+
+extension DevicePrecision {
+    /// The suffix of the kernels that read inputs of this precision (`attn_bf16_…`, `cv_finish_f16`).
+    var kernelSuffix: String { self == .bfloat16 ? "bf16" : "f16" }
 }
 
 /// Checks that the GPU backend can serve a problem shape.
@@ -199,9 +209,6 @@ public final class CUDAAttentionSession: @unchecked Sendable {
     /// Enqueues the whole call (every level: hash, sort, control variate, attention tiles).
     /// `mark`, when given, is called after each phase with its name (for `profile()`).
     public func enqueue(mark: ((String) throws -> Void)? = nil) throws {
-        if plan.tables.segmentCount > 0 && !HostLevel.sortsInSharedMemory(lshBits: options.lshBits) {
-            try stream.memset(tables.counts!.pointer, 0, bytes: tables.counts!.byteCount)
-        }
         try enqueuePreparation(mark: mark)
         // The tiles, level by level (a level lse-merges into rows that earlier levels wrote).
         for level in plan.levels where level.tileCount > 0 {
@@ -215,10 +222,12 @@ public final class CUDAAttentionSession: @unchecked Sendable {
     private func enqueuePreparation(mark: ((String) throws -> Void)?) throws {
         let host = plan.tables, dev = tables, s = shape
         guard host.segmentCount > 0 else { return }
-        let p16 = precision == .bfloat16 ? "bf16" : "f16"
+        let p16 = precision.kernelSuffix
         let hashKind = queryHash != nil ? "f32" : p16
         let hq = (queryHash ?? query16).pointer, hk = (keyHash ?? key16).pointer
         let sharedMemorySort = HostLevel.sortsInSharedMemory(lshBits: options.lshBits)
+        // Global-memory counts are added with atomics: they start at zero.
+        if !sharedMemorySort { try stream.memset(dev.counts!.pointer, 0, bytes: dev.counts!.byteCount) }
         try stream.launch(try kernels.function("hash_rows_\(hashKind)_d\(s.headDim)"), grid: ((host.hashChunkCount + 3) / 4, 1, 1),
                           block: (128, 1, 1), arguments: [
             .pointer(hq), .pointer(hk), .int(s.queryCount), .int(s.keyCount), .pointer(dev.hashSegments!.pointer),
@@ -270,12 +279,12 @@ public final class CUDAAttentionSession: @unchecked Sendable {
     private func enqueueTiles(first: Int, count: Int, hyper: Bool) throws {
         guard count > 0 else { return }
         let s = shape, dev = tables
-        try kernels.launchTiles(on: stream, p16: precision == .bfloat16 ? "bf16" : "f16", dim: s.headDim, hyper: hyper, tileCount: count, TileArguments(
+        try kernels.launchTiles(on: stream, p16: precision.kernelSuffix, dim: s.headDim, hyper: hyper, tileCount: count, TileArguments(
             query: query16.pointer, key: key16.pointer, value: value16.pointer, output: output.pointer, logSumExp: logSumExp.pointer,
             queryCount: s.queryCount, keyCount: s.keyCount, tiles: dev.tiles.pointer + UInt64(first * HostLevel.tileFields * 4),
             order: dev.order?.pointer ?? 0, samplePositions: dev.samplePositions?.pointer ?? 0,
             sampleLog2Weights: dev.sampleLog2Weights?.pointer ?? 0, correction: dev.correction?.pointer ?? 0,
-            scaleLog2: options.effectiveScale(headDim: s.headDim) * 1.442_695_040_888_963_4))
+            scaleLog2: TileArguments.scaleLog2(options, headDim: s.headDim)))
     }
 
     /// Milliseconds per phase of one call, summed over levels (CUDA events between phases).

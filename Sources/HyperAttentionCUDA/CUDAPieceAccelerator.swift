@@ -96,7 +96,7 @@ package final class CUDAPieceAccelerator: PieceAccelerator {
         try device.makeCurrent()
         let t = BlockBatchTables(batch, options: options)
         let d = batch.headDim, dv = batch.valueDim, threads = options.effectiveThreads
-        let p16 = precision == .bfloat16 ? "bf16" : "f16"
+        let p16 = precision.kernelSuffix
         let convert = try kernels.function(precision == .bfloat16 ? "convert_f32_bf16" : "convert_f32_f16")
         // Rows: packed on the host (in parallel), fp32 up, 16-bit on the device (the rounding the
         // single-GPU upload does).
@@ -156,7 +156,7 @@ package final class CUDAPieceAccelerator: PieceAccelerator {
         try kernels.launchTiles(on: stream, p16: p16, dim: d, hyper: true, tileCount: t.tileCount, TileArguments(
             query: rows16[0].pointer, key: rows16[1].pointer, value: rows16[2].pointer, output: out.pointer, logSumExp: lse.pointer,
             queryCount: t.queryRows, keyCount: t.keyRows, tiles: tiles.pointer, order: order.pointer, samplePositions: samplePositions.pointer,
-            sampleLog2Weights: sampleLog2Weights.pointer, correction: correction, scaleLog2: options.effectiveScale(headDim: d) * 1.442_695_040_888_963_4))
+            sampleLog2Weights: sampleLog2Weights.pointer, correction: correction, scaleLog2: TileArguments.scaleLog2(options, headDim: d)))
         try stream.synchronize()
         let o = host("out", count: t.queryRows * dv), l = host("lse", count: t.queryRows)
         try out.download(into: UnsafeMutableRawBufferPointer(start: o.baseAddress!, count: t.queryRows * dv * 4))
