@@ -122,32 +122,13 @@ public final class CUDAStream: @unchecked Sendable {
     public let device: CUDADevice
     let handle: OpaquePointer?
 
-    /// The scheduling priority of a stream's kernels: when SMs free up, the CTAs of kernels on
-    /// higher-priority streams are dispatched first.
-    public enum Priority: Sendable { case normal, high }
-
-    public init(device: CUDADevice, priority: Priority = .normal) throws {
+    public init(device: CUDADevice) throws {
         self.device = device
-        let d = device.driver
         var s: OpaquePointer? = nil
-        switch priority {
-        case .normal:
-            try d.check(d.cuStreamCreate(&s, 1 /* CU_STREAM_NON_BLOCKING */), "cuStreamCreate")
-        case .high:
-            // Numerically lower is higher priority; `greatest` is the highest the context allows.
-            var least: Int32 = 0, greatest: Int32 = 0
-            try d.check(d.cuCtxGetStreamPriorityRange(&least, &greatest), "cuCtxGetStreamPriorityRange")
-            try d.check(d.cuStreamCreateWithPriority(&s, 1 /* CU_STREAM_NON_BLOCKING */, greatest), "cuStreamCreateWithPriority")
-        }
+        try device.driver.check(device.driver.cuStreamCreate(&s, 1 /* CU_STREAM_NON_BLOCKING */), "cuStreamCreate")
         handle = s
     }
     deinit { _ = device.driver.cuStreamDestroy(handle) }
-
-    /// Makes the stream's later work wait until `event` (as last recorded) has completed
-    /// (`cuStreamWaitEvent`); the host does not wait.
-    public func wait(for event: CUDAEvent) throws {
-        try device.driver.check(device.driver.cuStreamWaitEvent(handle, event.handle, 0), "cuStreamWaitEvent")
-    }
 
     /// Waits for the stream's work (`cuStreamSynchronize`).
     public func synchronize() throws {
@@ -195,12 +176,10 @@ public final class CUDAEvent: @unchecked Sendable {
     let device: CUDADevice
     let handle: OpaquePointer?
 
-    /// - Parameter timing: false for an event that only orders streams (`CU_EVENT_DISABLE_TIMING`,
-    ///   cheaper to record and wait for; `milliseconds(since:)` then fails).
-    public init(device: CUDADevice, timing: Bool = true) throws {
+    public init(device: CUDADevice) throws {
         self.device = device
         var e: OpaquePointer? = nil
-        try device.driver.check(device.driver.cuEventCreate(&e, timing ? 0 : 2), "cuEventCreate")
+        try device.driver.check(device.driver.cuEventCreate(&e, 0), "cuEventCreate")
         handle = e
     }
     deinit { _ = device.driver.cuEventDestroy(handle) }

@@ -33,9 +33,6 @@ public final class CUDADriver: @unchecked Sendable {
     typealias FnMemsetD8Async = @convention(c) (UInt64, UInt8, Int, OpaquePointer?) -> Result
     typealias FnMemGetInfo = @convention(c) (UnsafeMutablePointer<Int>, UnsafeMutablePointer<Int>) -> Result
     typealias FnStreamCreate = @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
-    typealias FnStreamCreateWithPriority = @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32, Int32) -> Result
-    typealias FnCtxGetStreamPriorityRange = @convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>) -> Result
-    typealias FnStreamWaitEvent = @convention(c) (OpaquePointer?, OpaquePointer?, UInt32) -> Result
     typealias FnStreamDestroy = @convention(c) (OpaquePointer?) -> Result
     typealias FnStreamSynchronize = @convention(c) (OpaquePointer?) -> Result
     typealias FnEventCreate = @convention(c) (UnsafeMutablePointer<OpaquePointer?>, UInt32) -> Result
@@ -69,9 +66,6 @@ public final class CUDADriver: @unchecked Sendable {
     let cuMemsetD8Async: FnMemsetD8Async
     let cuMemGetInfo: FnMemGetInfo
     let cuStreamCreate: FnStreamCreate
-    let cuStreamCreateWithPriority: FnStreamCreateWithPriority
-    let cuCtxGetStreamPriorityRange: FnCtxGetStreamPriorityRange
-    let cuStreamWaitEvent: FnStreamWaitEvent
     let cuStreamDestroy: FnStreamDestroy
     let cuStreamSynchronize: FnStreamSynchronize
     let cuEventCreate: FnEventCreate
@@ -134,9 +128,6 @@ public final class CUDADriver: @unchecked Sendable {
         cuMemsetD8Async = try lib.bind("cuMemsetD8Async")
         cuMemGetInfo = try lib.bind("cuMemGetInfo_v2")
         cuStreamCreate = try lib.bind("cuStreamCreate")
-        cuStreamCreateWithPriority = try lib.bind("cuStreamCreateWithPriority")
-        cuCtxGetStreamPriorityRange = try lib.bind("cuCtxGetStreamPriorityRange")
-        cuStreamWaitEvent = try lib.bind("cuStreamWaitEvent")
         cuStreamDestroy = try lib.bind("cuStreamDestroy_v2", "cuStreamDestroy")
         cuStreamSynchronize = try lib.bind("cuStreamSynchronize")
         cuEventCreate = try lib.bind("cuEventCreate")

@@ -103,14 +103,8 @@ package func checkCUDAShape(_ shape: AttentionShape) throws {
 }
 
 /// One attention problem resident on a GPU: its plan (all tables uploaded), its inputs in 16-bit,
-/// and fp32 outputs. `enqueue()` runs every kernel of the call ordered after the session's
-/// stream's earlier work and before its later work, so a benchmark can time repeated calls on
-/// device-resident inputs with CUDA events on that stream.
-///
-/// The plan is cut into head groups (`HostPlan.headGroups`); with more than one, a group's
-/// hashing, sort and control variate (bandwidth-bound) run on a high-priority stream while the
-/// previous group's tiles (latency-bound) run on another, so that they overlap. Heads own
-/// disjoint rows, so the outputs are the same bits whatever the grouping.
+/// and fp32 outputs. `enqueue()` runs every kernel of the call on the session's stream, so a
+/// benchmark can time repeated calls on device-resident inputs with CUDA events.
 public final class CUDAAttentionSession: @unchecked Sendable {
     public let shape: AttentionShape
     public let options: AttentionOptions
@@ -118,10 +112,9 @@ public final class CUDAAttentionSession: @unchecked Sendable {
     public var device: CUDADevice { kernels.device }
     let kernels: CUDAKernels
     let stream: CUDAStream
-    /// Per head group: every level's tables in one set (`HostPlan`) and their device copies.
-    let parts: [(plan: HostPlan, tables: DeviceLevel)]
-    /// The streams and events that overlap the head groups (nil with one group).
-    private let pipeline: Pipeline?
+    /// Every level's tables in one set (`HostPlan`) and their device copies.
+    let plan: HostPlan
+    let tables: DeviceLevel
     let query16: DeviceBuffer, key16: DeviceBuffer, value16: DeviceBuffer
     /// fp32 copies of Q and K when the inputs came as fp32 and some value of Q or K is not a value
     /// of the session's 16-bit precision: the hash reads them, so that the LSH order is the CPU
@@ -133,22 +126,12 @@ public final class CUDAAttentionSession: @unchecked Sendable {
     public convenience init(shape: AttentionShape, options: AttentionOptions, device index: Int, precision: DevicePrecision) throws {
         try options.validate(for: shape)
         try checkCUDAShape(shape)
-        let plans = HostPlan.headGroups(levels: HostLevel.pieces(shape: shape, options: options),
-                                        groups: Self.headGroupCount(shape: shape, options: options), shape: shape, options: options)
-        try self.init(shape: shape, options: options, kernels: try CUDAKernels.forDevice(index), precision: precision, plans: plans)
+        try self.init(shape: shape, options: options, kernels: try CUDAKernels.forDevice(index), precision: precision,
+                  plan: HostPlan(shape: shape, options: options))
     }
 
-    /// Head groups of a call (`HostPlan.headGroups`): the environment variable
-    /// `HYPERATTN_GPU_HEAD_GROUPS` if set (≥ 1), else the default.
-    static func headGroupCount(shape: AttentionShape, options: AttentionOptions) -> Int {
-        if let text = ProcessInfo.processInfo.environment["HYPERATTN_GPU_HEAD_GROUPS"], let g = Int(text), g >= 1 { return g }
-        return 1
-    }
-
-    /// A session running `plans` (head groups of one call built for `shape`, whose options were
-    /// checked by the caller), in order.
-    init(shape: AttentionShape, options: AttentionOptions, kernels: CUDAKernels, precision: DevicePrecision, plans: [HostPlan]) throws {
-        precondition(!plans.isEmpty, "a session needs a plan")
+    /// A session running `plan` (built for `shape`, whose options were checked by the caller).
+    init(shape: AttentionShape, options: AttentionOptions, kernels: CUDAKernels, precision: DevicePrecision, plan: HostPlan) throws {
         self.shape = shape
         self.options = options
         self.precision = precision
@@ -163,33 +146,12 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         value16 = try DeviceBuffer(device: d, byteCount: kCount * shape.valueDim * 2)
         output = try DeviceBuffer(device: d, byteCount: qCount * shape.valueDim * 4)
         logSumExp = try DeviceBuffer(device: d, byteCount: qCount * 4)
-        // The groups hash rows of disjoint heads into one per-row bucket array.
-        let bucketLength = plans.map(\.tables.bucketLength).max()!
-        let buckets = bucketLength > 0 ? try DeviceBuffer(device: d, byteCount: bucketLength * 2) : nil
-        parts = try plans.map { ($0, try DeviceLevel(device: d, host: $0.tables, valueDim: shape.valueDim, buckets: buckets)) }
-        pipeline = plans.count > 1 ? try Pipeline(device: d, groups: plans.count) : nil
-    }
-
-    /// A high-priority stream for the groups' preparation, a normal one for their tiles, and
-    /// the events that order them: the call's start, each group's preparation done, all done.
-    private struct Pipeline {
-        let preparation: CUDAStream, tiles: CUDAStream
-        let start: CUDAEvent, prepared: [CUDAEvent], done: CUDAEvent
-
-        init(device: CUDADevice, groups: Int) throws {
-            preparation = try CUDAStream(device: device, priority: .high)
-            tiles = try CUDAStream(device: device)
-            start = try CUDAEvent(device: device, timing: false)
-            prepared = try (0..<groups).map { _ in try CUDAEvent(device: device, timing: false) }
-            done = try CUDAEvent(device: device, timing: false)
-        }
+        self.plan = plan
+        tables = try DeviceLevel(device: d, host: plan.tables, valueDim: shape.valueDim)
     }
 
     /// Whether any level hashes (HyperAttention pieces).
-    var hashes: Bool { parts.contains { $0.plan.tables.segmentCount > 0 } }
-
-    /// Query–key pairs the call evaluates (as the CPU path counts them).
-    var evaluatedPairs: Int { parts.reduce(0) { $0 + $1.plan.tables.evaluatedPairs } }
+    var hashes: Bool { plan.tables.segmentCount > 0 }
 
     /// Uploads fp32 inputs (layout `[b, h, n, d]`), rounding them to the session's precision on
     /// the device; Q and K stay in fp32 too when the call hashes.
@@ -244,46 +206,21 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         try stream.synchronize()
     }
 
-    /// Enqueues the whole call (every level: hash, sort, control variate, attention tiles), after
-    /// the session stream's earlier work and before its later work. `mark`, when given, is
-    /// called after each phase with its name (for `profile()`): the groups then run one after
-    /// another on the session's stream, without overlap, so that each phase is timed alone.
+    /// Enqueues the whole call (every level: hash, sort, control variate, attention tiles).
+    /// `mark`, when given, is called after each phase with its name (for `profile()`).
     public func enqueue(mark: ((String) throws -> Void)? = nil) throws {
-        guard let p = pipeline, mark == nil else {
-            for part in parts {
-                try enqueuePreparation(part, on: stream, mark: mark)
-                try enqueueTiles(part, on: stream, mark: mark)
-            }
-            return
-        }
-        try p.start.record(on: stream)
-        try p.preparation.wait(for: p.start)
-        try p.tiles.wait(for: p.start)
-        for (g, part) in parts.enumerated() {
-            try enqueuePreparation(part, on: p.preparation, mark: nil)
-            try p.prepared[g].record(on: p.preparation)
-            try p.tiles.wait(for: p.prepared[g])
-            try enqueueTiles(part, on: p.tiles, mark: nil)
-        }
-        // The tiles' stream waited for every preparation, so its end is the call's.
-        try p.done.record(on: p.tiles)
-        try stream.wait(for: p.done)
-    }
-
-    /// A group's tiles, level by level (a level lse-merges into rows that earlier levels wrote).
-    private func enqueueTiles(_ part: (plan: HostPlan, tables: DeviceLevel), on stream: CUDAStream,
-                              mark: ((String) throws -> Void)?) throws {
-        for level in part.plan.levels where level.tileCount > 0 {
-            try enqueueTiles(part.tables, first: level.firstTile, count: level.tileCount, hyper: level.hyper, on: stream)
+        try enqueuePreparation(mark: mark)
+        // The tiles, level by level (a level lse-merges into rows that earlier levels wrote).
+        for level in plan.levels where level.tileCount > 0 {
+            try enqueueTiles(first: level.firstTile, count: level.tileCount, hyper: level.hyper)
             try mark?(level.hyper ? "attention (hyper levels)" : "attention (exact levels)")
         }
     }
 
-    /// A group's hashing (each row once per query head, for every level), sort and control
-    /// variate of every level: one launch each.
-    private func enqueuePreparation(_ part: (plan: HostPlan, tables: DeviceLevel), on stream: CUDAStream,
-                                    mark: ((String) throws -> Void)?) throws {
-        let host = part.plan.tables, dev = part.tables, s = shape
+    /// Hashing (each row once per query head, for every level), sort and control variate of
+    /// every level: one launch each.
+    private func enqueuePreparation(mark: ((String) throws -> Void)?) throws {
+        let host = plan.tables, dev = tables, s = shape
         guard host.segmentCount > 0 else { return }
         let p16 = precision.kernelSuffix
         let hashKind = queryHash != nil ? "f32" : p16
@@ -338,10 +275,10 @@ public final class CUDAAttentionSession: @unchecked Sendable {
         try mark?("control variate (finish)")
     }
 
-    /// Tiles `first ..< first + count` of a group's plan (one level's).
-    private func enqueueTiles(_ dev: DeviceLevel, first: Int, count: Int, hyper: Bool, on stream: CUDAStream) throws {
+    /// Tiles `first ..< first + count` of the plan (one level's).
+    private func enqueueTiles(first: Int, count: Int, hyper: Bool) throws {
         guard count > 0 else { return }
-        let s = shape
+        let s = shape, dev = tables
         try kernels.launchTiles(on: stream, p16: precision.kernelSuffix, dim: s.headDim, hyper: hyper, tileCount: count, TileArguments(
             query: query16.pointer, key: key16.pointer, value: value16.pointer, output: output.pointer, logSumExp: logSumExp.pointer,
             queryCount: s.queryCount, keyCount: s.keyCount, tiles: dev.tiles.pointer + UInt64(first * HostLevel.tileFields * 4),
@@ -396,7 +333,7 @@ public final class CUDAAttentionSession: @unchecked Sendable {
     /// Query–key pairs the call evaluates and its useful FLOPs (as `AttentionStats`).
     public var stats: AttentionStats {
         var st = AttentionStats()
-        st.evaluatedPairs = evaluatedPairs
+        st.evaluatedPairs = plan.tables.evaluatedPairs
         st.flops = Double(st.evaluatedPairs) * 2 * Double(shape.headDim + shape.valueDim)
         return st
     }
@@ -429,9 +366,7 @@ final class DeviceLevel {
     let samplePositions, sampleLog2Weights, sampleWeights: DeviceBuffer?
     let controlBlocks, controlPieces, blockSum, inBlock, correction: DeviceBuffer?
 
-    /// - Parameter sharedBuckets: the per-row bucket array, when several plans share one (it must
-    ///   hold `host.bucketLength` entries); else the level allocates its own.
-    init(device d: CUDADevice, host: HostLevel, valueDim: Int, buckets sharedBuckets: DeviceBuffer? = nil) throws {
+    init(device d: CUDADevice, host: HostLevel, valueDim: Int) throws {
         func table<T: BitwiseCopyable>(_ values: [T]) throws -> DeviceBuffer? {
             values.isEmpty ? nil : try DeviceBuffer(device: d, copying: values)
         }
@@ -443,8 +378,7 @@ final class DeviceLevel {
         directions = try table(host.directions)
         let hashed = host.orderLength > 0
         // One bucket per row and query head (`HostLevel.bucketOffset`), written once per call.
-        precondition((sharedBuckets?.byteCount ?? Int.max) >= host.bucketLength * 2, "shared bucket array too small")
-        buckets = hashed ? try sharedBuckets ?? DeviceBuffer(device: d, byteCount: host.bucketLength * 2) : nil
+        buckets = hashed ? try DeviceBuffer(device: d, byteCount: host.bucketLength * 2) : nil
         order = hashed ? try DeviceBuffer(device: d, byteCount: host.orderLength * 4) : nil
         counts = hashed ? try DeviceBuffer(device: d, byteCount: host.countLength * 4) : nil
         tiles = try DeviceBuffer(device: d, copying: host.tiles)

@@ -39,10 +39,11 @@ package final class CUDAPieceAccelerator: PieceAccelerator {
             session = last.session
         } else {
             lastSession = nil  // its device memory first
-            let plans = HostPlan.headGroups(levels: job.localLevels,
-                                            groups: CUDAAttentionSession.headGroupCount(shape: job.shape, options: options),
-                                            shape: job.shape, options: options, origin: (job.queryOrigin, job.keyOrigin))
-            session = try CUDAAttentionSession(shape: job.shape, options: options, kernels: kernels, precision: precision, plans: plans)
+            let levels = job.localLevels.map {
+                HostLevel(pieces: $0, shape: job.shape, options: options, origin: (job.queryOrigin, job.keyOrigin))
+            }
+            let plan = HostPlan(levels: levels, shape: job.shape, options: options)
+            session = try CUDAAttentionSession(shape: job.shape, options: options, kernels: kernels, precision: precision, plan: plan)
             lastSession = (job.shape, origin, job.levels, options, session)
         }
         try session.upload(query: job.query, key: job.key, value: job.value)
@@ -52,7 +53,7 @@ package final class CUDAPieceAccelerator: PieceAccelerator {
         try session.run()
         try session.output.download(into: UnsafeMutableRawBufferPointer(job.output))
         try session.logSumExp.download(into: UnsafeMutableRawBufferPointer(job.logSumExp))
-        return session.evaluatedPairs
+        return session.plan.tables.evaluatedPairs
     }
 
     /// A device buffer of at least `bytes` bytes kept under `name`.

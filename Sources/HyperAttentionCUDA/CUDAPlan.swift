@@ -86,11 +86,6 @@ struct HostLevel {
 
     /// The levels of a call, in execution order.
     static func levels(shape: AttentionShape, options: AttentionOptions) -> [HostLevel] {
-        pieces(shape: shape, options: options).map { HostLevel(pieces: $0, shape: shape, options: options) }
-    }
-
-    /// The pieces of every level of a call (all heads), in execution order.
-    static func pieces(shape: AttentionShape, options: AttentionOptions) -> [[Piece]] {
         let plan = AttentionPlan(shape: shape, options: options)
         var pieces: [[Piece]] = []
         for h in 0..<(shape.batch * shape.queryHeads) {
@@ -99,7 +94,7 @@ struct HostLevel {
                 pieces[i] += level
             }
         }
-        return pieces
+        return pieces.map { HostLevel(pieces: $0, shape: shape, options: options) }
     }
 
     init() {}
@@ -207,24 +202,6 @@ struct HostPlan {
 
     init(shape: AttentionShape, options: AttentionOptions) {
         self.init(levels: HostLevel.levels(shape: shape, options: options), shape: shape, options: options)
-    }
-
-    /// The call's plan cut into `groups` plans of consecutive (batch, query head)s, as equal in
-    /// number as they divide: each group's pieces keep their levels, so each group is a whole
-    /// call on its heads (heads own disjoint rows of the output, so the groups can run in any
-    /// order or overlapped, with the same bits). Fewer plans when there are fewer heads.
-    /// - Parameter levels: every level's pieces (all heads), in execution order.
-    static func headGroups(levels: [[Piece]], groups: Int, shape: AttentionShape, options: AttentionOptions,
-                           origin: (queries: Int, keys: Int) = (0, 0)) -> [HostPlan] {
-        let heads = shape.batch * shape.queryHeads
-        let g = max(1, min(groups, heads))
-        return (0..<g).map { group in
-            let first = heads * group / g, end = heads * (group + 1) / g
-            let parts = levels.map { pieces in
-                HostLevel(pieces: pieces.filter { $0.head >= first && $0.head < end }, shape: shape, options: options, origin: origin)
-            }
-            return HostPlan(levels: parts, shape: shape, options: options)
-        }
     }
 
     /// Appends a level's table of records (`fields` Int32s each) to the call's, adding to each

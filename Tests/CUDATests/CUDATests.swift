@@ -367,51 +367,6 @@ struct CUDASortTableTests {
     }
 }
 
-@Suite("CUDA plan: head groups")
-struct HeadGroupTests {
-    /// A tile's fields without the offsets that depend on the other pieces of its plan (sorted
-    /// orders, samples, control-variate row), plus its samples and, for HyperAttention tiles,
-    /// its control-variate block's record without offsets.
-    static func tileKeys(_ plan: HostPlan) -> [[Int32]] {
-        let t = plan.tables
-        var keys: [[Int32]] = []
-        for (level, l) in plan.levels.enumerated() {
-            for i in l.firstTile..<(l.firstTile + l.tileCount) {
-                let f = Array(t.tiles[i * 16..<(i + 1) * 16])
-                var key = [Int32(level)] + f[0..<9] + [f[12], f[13], f[15]]
-                if f[9] >= 0 {
-                    key += t.samplePositions[Int(f[11])..<Int(f[11] + f[12])]
-                    let b = Array(t.controlBlocks[Int(f[14]) * 7..<Int(f[14] + 1) * 7])
-                    key += [b[0], b[1], b[3], b[4], b[6]]
-                }
-                keys.append(key)
-            }
-        }
-        return keys.sorted { $0.lexicographicallyPrecedes($1) }
-    }
-
-    @Test("Head groups split the plan's tiles, samples and blocks by head, and nothing else",
-          arguments: [(false, 2, 3001), (true, 3, 4099), (true, 7, 2500), (false, 5, 777)])
-    func headGroups(causal: Bool, groups: Int, n: Int) throws {
-        let shape = AttentionShape(batch: 1, queryHeads: 5, keyHeads: 5, queryCount: n, keyCount: n, headDim: 64, valueDim: 64)
-        let options = AttentionOptions(causal: causal, blockSize: 128, samples: 64, minSeqLen: 512, seed: 9)
-        let whole = HostPlan(shape: shape, options: options)
-        let parts = HostPlan.headGroups(levels: HostLevel.pieces(shape: shape, options: options), groups: groups,
-                                        shape: shape, options: options)
-        #expect(parts.count == min(groups, 5))
-        #expect(parts.map(\.tables.evaluatedPairs).reduce(0, +) == whole.tables.evaluatedPairs)
-        #expect(parts.map(\.tables.tileCount).reduce(0, +) == whole.tables.tileCount)
-        #expect(parts.allSatisfy { $0.tables.bucketLength == whole.tables.bucketLength })
-        #expect(parts.allSatisfy { $0.levels.count == whole.levels.count })
-        #expect(parts.flatMap { Self.tileKeys($0) }.sorted { $0.lexicographicallyPrecedes($1) } == Self.tileKeys(whole))
-        // Consecutive, disjoint heads: group g's tiles have heads ⌊5g/G⌋ ..< ⌊5(g+1)/G⌋.
-        for (g, p) in parts.enumerated() {
-            let heads = Set(stride(from: 0, to: p.tables.tiles.count, by: 16).map { Int(p.tables.tiles[$0]) })
-            #expect(heads == Set((5 * g / parts.count)..<(5 * (g + 1) / parts.count)))
-        }
-    }
-}
-
 @Suite("CUDA backend vs CPU path", .enabled(if: GPU.available, Comment(rawValue: GPU.reason)))
 struct GPUvsCPUTests {
     /// bf16-representable Gaussian inputs, so both paths hash the same values.
