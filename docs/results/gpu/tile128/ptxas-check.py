@@ -5,7 +5,10 @@
 # (kernel.cu: the raw string of KernelSource.swift, e.g. from
 #  docs/results/gpu/tile-probes-h100/extract-kernel-source.py)
 import ctypes, glob, sys
-lib = ctypes.CDLL(glob.glob('.build-deps/nvrtc/nvidia/cu*/lib/libnvrtc.so*')[0])
+libs = sorted(glob.glob('.build-deps/nvrtc/nvidia/cu*/lib/libnvrtc.so*'))
+if not libs:
+    sys.exit("ptxas-check.py: no NVRTC under .build-deps/nvrtc (run scripts/build.sh --deps-only from the repository root)")
+lib = ctypes.CDLL(libs[0])
 src = open(sys.argv[1], 'rb').read()
 arch = sys.argv[2] if len(sys.argv) > 2 else 'sm_90a'
 prog = ctypes.c_void_p()
