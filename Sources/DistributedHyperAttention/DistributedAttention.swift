@@ -331,7 +331,7 @@ struct DistributedRun {
             }
             // HyperAttention rectangles spanning ranks, pipelined over heads (and pieces).
             var rectangles: [DistributedRectangle] = []
-            let communicators = try mine.filter { $0.piece.hyper }.map { (piece: $0.piece, comms: try PieceCommunicators($0.comm, controlSums: attention.accelerator != nil && plan.options.estimator == .stratifiedControlVariate)) }
+            let communicators = try mine.filter { $0.piece.hyper }.map { (piece: $0.piece, comms: try PieceCommunicators($0.comm, controlSums: plan.options.estimator == .stratifiedControlVariate)) }
             for h in 0..<heads {
                 for (template, comms) in communicators {
                     var piece = template
@@ -498,7 +498,7 @@ func clamp(_ rows: Range<Int>, to bounds: Range<Int>) -> Range<Int> {
 /// transparent huge pages. Contents are not initialised.
 final class ExchangeScratch {
     enum Slot: Int, CaseIterable {
-        case sendQ, sendKV, receivedQ, receivedKV, back, returned
+        case sendQ, sendKV, receivedQ, receivedKV, back, returned, homePartials, blockSums
     }
     /// Buffer sets: consecutive rectangles of the pipeline alternate between them.
     static let sets = 2

@@ -22,9 +22,12 @@ import MPI
 ///    in the shard;
 /// 4. the node's samples (positions in sorted-key order) are contributed by the ranks that own
 ///    those rows and allgathered, so every rank has all m (k, v) rows;
-/// 5. each rank runs the core's fused block kernel on its blocks — the same gathered rows in the
-///    same order as in one process, so the same bits;
-/// 6. a reverse alltoallv returns (o, lse) to the rows' owners, who lse-merge them.
+/// 5. each rank runs the core's block kernel on its blocks — the same gathered rows in the same
+///    order as in one process, so the same bits: both parts (the block's keys, then the samples,
+///    merged), or with `samplesAtOwners` (the causal recursion's rectangles) the block part alone;
+/// 6. a reverse alltoallv returns (o, lse) to the rows' owners, who lse-merge them; with
+///    `samplesAtOwners` an allgatherv brings every block's Σ v (for the control variate), and each
+///    owner computes its rows' sample parts and merges them into the returned block parts first.
 /// One rectangle on one rank, split into the stages that `DistributedRun` pipelines over the heads
 /// and pieces of a level, so that one rectangle's rows travel while another's blocks compute:
 ///
@@ -62,6 +65,15 @@ final class DistributedRectangle {
     /// This rank's query and key rows of the piece.
     private let myQ: Range<Int>, myK: Range<Int>
     private let node: UInt64
+    /// Whether each query row's sample part runs on the rank that owns the row (and only the block
+    /// part where the block is dealt), rather than both parts where the block is. Chosen for the
+    /// causal recursion's rectangles, whose query rows and key rows are on different ranks: the
+    /// query side then computes half of the rectangle's work without sending a row, so the key
+    /// side computes the block parts of all of its key rows and sends back (o, lse) instead of
+    /// sending K|V rows. Either way the arithmetic is the same (`TileWorkspace.runBlock` is the
+    /// two parts and their merge), so the output bits do not depend on it. Not with an
+    /// accelerator, whose block kernel fuses the two parts.
+    private let samplesAtOwners: Bool
 
     // announce
     private var queryBuckets: [UInt16] = [], keyBuckets: [UInt16] = []
@@ -92,6 +104,12 @@ final class DistributedRectangle {
     private var samples: SampleSet?
     private var sampleRequest: GatherRequest<Float>?
     private var nodeValueSum: [Double] = []
+    /// With `samplesAtOwners`: this rank's query rows of the piece in sorted order (local index
+    /// and sorted position), and where each one is in `queryOrder`.
+    private var sortedQueries: [(row: Int, position: Int, sent: Int)] = []
+    private var homePartials = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
+    private var sampleRows: SampleRows?
+    private var blockSumRequest: GatherRequest<Float>?
     // compute
     private var width = 0
     private var returned = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
@@ -112,6 +130,7 @@ final class DistributedRectangle {
         myQ = clamp(piece.queries, to: executor.io.queryRows)
         myK = clamp(piece.keys, to: executor.io.keyRows)
         node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
+        samplesAtOwners = accelerator == nil && piece.keys.upperBound <= piece.queries.lowerBound
     }
 
     /// Tests every transfer in flight without blocking, so that it progresses (MPI moves data
@@ -121,6 +140,7 @@ final class DistributedRectangle {
         for request in exchangeRequests { try request.test() }
         if let sampleRequest { try sampleRequest.test() }
         if let returnRequest { try returnRequest.test() }
+        if let blockSumRequest { try blockSumRequest.test() }
     }
 
     // MARK: 1–2. Hash, and start the histograms' allgather
@@ -204,9 +224,25 @@ final class DistributedRectangle {
         // 3. Deal blocks to ranks and move the rows.
         partition = BlockPartition(keyCount: nk, blockSize: options.blockSize)
         let partition = self.partition, nq = self.nq, nk = self.nk
-        let quota = BlockDealing.firstBlocks(blocks: partition.blocks, weights: (0..<ranks).map { all[$0 * stride + 2 * buckets] })
+        let random = CounterRandom(seed: options.seed, head: h, node: node, purpose: .samplePositions)
+        let samples = SampleSet(estimator: options.estimator, keyCount: nk, count: options.samples, random: random)
+        self.samples = samples
+        let weights = (0..<ranks).map { all[$0 * stride + 2 * buckets] }
+        let quota: [Int]
+        if samplesAtOwners {
+            // Each rank's query rows bring their sample parts (m pairs a row); the blocks (their
+            // block parts, about (nq/nb)·(nk/nb) pairs each) make up the rest of its share.
+            let queryRows = (0..<ranks).map { r in (0..<buckets).reduce(0) { $0 + Int(all[r * stride + $1]) } }
+            quota = BlockDealing.firstBlocks(
+                blocks: partition.blocks, weights: weights,
+                fixedWork: queryRows.map { Double($0 * samples.positions.count) },
+                blockWork: Double(nq) * Double(nk) / Double(max(partition.blocks * partition.blocks, 1)))
+        } else {
+            quota = BlockDealing.firstBlocks(blocks: partition.blocks, weights: weights)
+        }
         // A query row that moves costs its d floats out and its (o[, lse]) back; a key row d + d_v.
-        width = piece.merge || returnsLogSumExp ? dv + 1 : dv
+        // A block part always goes back with its lse: its owner merges the sample part into it.
+        width = piece.merge || returnsLogSumExp || samplesAtOwners ? dv + 1 : dv
         let owner: [Int]
         switch placement {
         case .contiguous:
@@ -228,7 +264,7 @@ final class DistributedRectangle {
             owner = BlockDealing.assign(quota: quota, affinity: affinity)
         }
         myBlocks = (0..<partition.blocks).filter { owner[$0] == rank }
-        blockOwner = accelerator != nil && controlVariate ? owner : []
+        blockOwner = (accelerator != nil || samplesAtOwners) && controlVariate ? owner : []
         /// Where each of this rank's blocks starts among its received rows of one side, and the
         /// maximal runs of consecutive sorted positions they cover, with their first slot.
         func slots(length: Int) -> (base: [Int], spans: [(positions: Range<Int>, slot: Int)]) {
@@ -332,6 +368,11 @@ final class DistributedRectangle {
         homeKeyRows = sentK.order[homeK].map { myK.lowerBound + mineK.order[$0] }
         arrivingQ = Array(allQ.slots[..<ownQ.lowerBound]) + allQ.slots[ownQ.upperBound...]
         arrivingK = Array(allK.slots[..<ownK.lowerBound]) + allK.slots[ownK.upperBound...]
+        if samplesAtOwners {
+            var sent = [Int](repeating: 0, count: mineQ.order.count)
+            for (k, s) in sentQ.order.enumerated() { sent[s] = k }
+            sortedQueries = (0..<mineQ.order.count).map { (mineQ.order[$0], mineQ.positions[$0], sent[$0]) }
+        }
         querySendCounts = sentQ.counts
         queryReceiveCounts = allQ.perRank
         querySendCounts[rank] = 0
@@ -356,9 +397,6 @@ final class DistributedRectangle {
         // 4. Samples: the owner of each sampled sorted key position contributes (index, k, v);
         //    every rank knows who owns which position, hence every rank's count.
         t = MPIEnvironment.wallTime
-        let random = CounterRandom(seed: options.seed, head: h, node: node, purpose: .samplePositions)
-        let samples = SampleSet(estimator: options.estimator, keyCount: nk, count: options.samples, random: random)
-        self.samples = samples
         var sampleCounts = [Int](repeating: 0, count: ranks)
         var contributed = [Float]()
         for (i, p32) in samples.positions.enumerated() {
@@ -421,6 +459,7 @@ final class DistributedRectangle {
                 sampleRows.set(Int(row[0].bitPattern), key: row + 1, value: row + 1 + d)
             }
         }
+        self.sampleRows = sampleRows
         report.sampleGatherSeconds += MPIEnvironment.wallTime - t
 
         // Where the row of each slot (this rank's blocks' rows in sorted order) is: where it
@@ -440,11 +479,19 @@ final class DistributedRectangle {
             rows.result[slot] = back.baseAddress! + i * width
             rows.logSumExp[slot] = nil
         }
+        // With the sample parts at the owners, this rank's own rows' block parts wait for their
+        // sample parts in `homePartials` (in `queryOrder`), like the rows that go back.
+        homePartials = samplesAtOwners ? scratch.buffer(.homePartials, set: bufferSet, count: homeQuerySlots.count * width) : .init(start: nil, count: 0)
         for (k, slot) in homeQuerySlots.enumerated() {
             let token = myQ.lowerBound + queryOrder[homeQueries.lowerBound + k]
             rows.query[slot] = ex.queryRow(h, token)
-            rows.result[slot] = ex.outputRow(h, token)
-            rows.logSumExp[slot] = ex.lseEntry(h, token)
+            if samplesAtOwners {
+                rows.result[slot] = homePartials.baseAddress! + k * width
+                rows.logSumExp[slot] = nil
+            } else {
+                rows.result[slot] = ex.outputRow(h, token)
+                rows.logSumExp[slot] = ex.lseEntry(h, token)
+            }
         }
         for (i, slot) in arrivingK.enumerated() {
             rows.key[slot] = UnsafePointer(receivedKV.baseAddress! + i * (d + dv))
@@ -515,6 +562,9 @@ final class DistributedRectangle {
             kernelSeconds = MPIEnvironment.wallTime - k0
         } else {
             // Chunks of blocks, with the other rectangles' transfers polled between them.
+            let hostOnly = samplesAtOwners
+            let sumBuffer = hostOnly && controlVariate ? scratch.buffer(.blockSums, set: bufferSet, count: blockList.count * dv) : nil
+            let sums = sumBuffer.map { SharedRows(base: $0.baseAddress!, width: dv) }
             let chunk = max(4, 2 * ex.threads)
             for first in Swift.stride(from: 0, to: blockList.count, by: chunk) {
                 let k0 = MPIEnvironment.wallTime
@@ -529,9 +579,19 @@ final class DistributedRectangle {
                     for t in 0..<kr.count {
                         ws.gather(slot: t, key: rows.key[kSlot + t], value: rows.value[kSlot + t])
                     }
+                    if hostOnly {
+                        // The block part; its Σ v goes to the ranks computing the sample parts.
+                        if let sums { copyRow(from: ws.blockValueSum(blockKeys: kr.count), to: sums.row(b), count: dv) }
+                        ws.runBlockPart(
+                            queryCount: qr.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: kr.count, scaleLog2: scaleLog2,
+                            queryRow: { rows.query[qSlot + $0] },
+                            emit: { i, o, l in emit(qSlot + i, o, l) })
+                        pairCounter.set(b, qr.count * kr.count)
+                        return
+                    }
                     let unmasked = ws.setSampleBias(samples, blockKeys: kr)
                     if controlVariate {
-                        ws.setValueCorrection(nodeValueSum: nodeValueSum, blockKeys: kr.count, samples: samples, rows: sampleRows)
+                        ws.setValueCorrection(nodeValueSum: nodeValueSum, blockValueSum: ws.blockValueSum(blockKeys: kr.count), samples: samples, rows: sampleRows)
                     }
                     ws.runBlock(
                         queryCount: qr.count, queryTile: AttentionPlan.blockQueryTile, blockKeys: kr.count, samples: sampleRows,
@@ -544,6 +604,15 @@ final class DistributedRectangle {
                 kernelSeconds += k1 - k0
                 try pollOthers()
                 pollSeconds += MPIEnvironment.wallTime - k1
+            }
+            if let sums = sumBuffer {
+                // Every block's Σ v, from the rank that computed it, to every rank (in rank order,
+                // each rank's blocks ascending).
+                var counts = [Int](repeating: 0, count: comm.size)
+                for r in blockOwner { counts[r] += dv }
+                blockSumRequest = try comms.controlSums!.immediateAllGatherv(Array(sums), counts: counts)
+                report.bytesSent += 4 * sums.count
+                report.bytesReceived += 4 * counts.reduce(0, +)
             }
         }
         report.evaluatedPairs += pairCounter.total
@@ -571,7 +640,17 @@ final class DistributedRectangle {
         let t = MPIEnvironment.wallTime
         try returnRequest!.wait()
         returnRequest = nil
+        var blockSums: [Float] = []
+        if let blockSumRequest {
+            blockSums = try blockSumRequest.waitForValues()
+            self.blockSumRequest = nil
+        }
         report.waitSeconds += MPIEnvironment.wallTime - t
+        if samplesAtOwners {
+            finishSampleParts(blockSums: blockSums, &report)
+            report.returnSeconds += MPIEnvironment.wallTime - t
+            return
+        }
         let h = piece.head, ex = executor, dv = self.dv, width = self.width, merge = piece.merge
         let withLse = width == dv + 1
         // The rows sent to other ranks: `queryOrder` without this rank's own (merged already).
@@ -584,6 +663,102 @@ final class DistributedRectangle {
         }
         queryOrder = []
         report.returnSeconds += MPIEnvironment.wallTime - t
+    }
+}
+
+extension DistributedRectangle {
+    /// The sample part of each of this rank's query rows (`samplesAtOwners`), merged into the
+    /// row's block part (returned, or computed here) and then into its output row: the runs of
+    /// this rank's rows in one block at a time, in parallel, with the block's Σ v from the rank
+    /// that computed its block part for the control variate.
+    private func finishSampleParts(blockSums: [Float], _ report: inout DistributedReport) {
+        let t = MPIEnvironment.wallTime
+        let h = piece.head, ex = executor, dv = self.dv, width = self.width, merge = piece.merge
+        let withLse = merge || returnsLogSumExp
+        let partition = self.partition, nq = self.nq, nk = self.nk, controlVariate = self.controlVariate
+        let samples = self.samples!, sampleRows = self.sampleRows!, nodeValueSum = self.nodeValueSum
+        let sorted = sortedQueries, home = homeQueries, first = myQ.lowerBound
+        // Where each block's Σ v is among the gathered sums: rank by rank, each one's blocks ascending.
+        var offsets = [Int](repeating: 0, count: controlVariate ? partition.blocks : 0)
+        if controlVariate {
+            var next = [Int](repeating: 0, count: comm.size + 1)
+            for r in blockOwner { next[r + 1] += dv }
+            for r in 0..<comm.size { next[r + 1] += next[r] }
+            for (j, r) in blockOwner.enumerated() {
+                offsets[j] = next[r]
+                next[r] += dv
+            }
+        }
+        // Runs of consecutive sorted rows in one block.
+        var blockRuns: [(block: Int, start: Int, count: Int)] = []
+        for (i, q) in sorted.enumerated() {
+            let j = partition.block(containing: q.position, length: nq)
+            if let last = blockRuns.last, last.block == j {
+                blockRuns[blockRuns.count - 1].count += 1
+            } else {
+                blockRuns.append((j, i, 1))
+            }
+        }
+        let runs = blockRuns, sumOffset = offsets
+        let partials = BlockPartials(returned: returned, home: homePartials, homeRange: home, width: width)
+        let pairCounter = PairCounter(count: runs.count)
+        let scaleLog2 = ex.scaleLog2
+        parallelFor(runs.count, threads: ex.threads) { r, worker in
+            let run = runs[r]
+            let ws = ex.workspaces[worker]
+            let kr = partition.range(run.block, length: nk)
+            ws.reserveGather(rows: samples.positions.count)
+            let unmasked = ws.setSampleBias(samples, blockKeys: kr)
+            if controlVariate {
+                blockSums.withUnsafeBufferPointer {
+                    ws.setValueCorrection(nodeValueSum: nodeValueSum, blockValueSum: $0.baseAddress! + sumOffset[run.block],
+                                          samples: samples, rows: sampleRows)
+                }
+            }
+            ws.runSamplePart(
+                queryCount: run.count, queryTile: AttentionPlan.blockQueryTile, samples: sampleRows, scaleLog2: scaleLog2,
+                outsideCount: controlVariate ? nk - kr.count : nil,
+                queryRow: { ex.queryRow(h, first + sorted[run.start + $0].row) },
+                emit: { i, o, l in
+                    let q = sorted[run.start + i]
+                    let p = partials.row(q.sent)
+                    mergeSamplePart(into: p, logSumExp: p + dv, samplePart: o, logSumExp: l, valueDim: dv)
+                    let token = first + q.row
+                    finishRow(ex.outputRow(h, token), ex.lseEntry(h, token), partial: p, partialLogSumExp: p[dv],
+                              valueDim: dv, withLse: withLse, merge: merge)
+                })
+            pairCounter.set(r, run.count * unmasked)
+        }
+        let seconds = MPIEnvironment.wallTime - t
+        report.evaluatedPairs += pairCounter.total
+        report.computeSeconds += seconds
+        report.returnSeconds -= seconds
+        scratch.recordBlockKernel(pairs: pairCounter.total, seconds: seconds)
+        sortedQueries = []
+        queryOrder = []
+    }
+}
+
+/// Rows of `width` floats in a buffer that parallel workers write disjoint rows of.
+private struct SharedRows: @unchecked Sendable {
+    let base: UnsafeMutablePointer<Float>
+    let width: Int
+    func row(_ i: Int) -> UnsafeMutablePointer<Float> { base + i * width }
+}
+
+/// Where each of a rank's query rows' block part (o, lse) is, by its index in the rank's send
+/// order: among the returned rows, or, for the rows of the rank's own blocks, in `home`.
+private struct BlockPartials: Sendable {
+    let returned: SharedRows?
+    let home: SharedRows?
+    let homeRange: Range<Int>
+    init(returned: UnsafeMutableBufferPointer<Float>, home: UnsafeMutableBufferPointer<Float>, homeRange: Range<Int>, width: Int) {
+        self.returned = returned.baseAddress.map { SharedRows(base: $0, width: width) }
+        self.home = home.baseAddress.map { SharedRows(base: $0, width: width) }
+        self.homeRange = homeRange
+    }
+    func row(_ k: Int) -> UnsafeMutablePointer<Float> {
+        homeRange.contains(k) ? home!.row(k - homeRange.lowerBound) : returned!.row(packedIndex(k, without: homeRange))
     }
 }
 
@@ -675,16 +850,41 @@ enum BlockDealing {
     static func firstBlocks(blocks: Int, weights: [Int64]) -> [Int] {
         let ranks = weights.count
         // Equal, or some rank not measured yet (weight 1): equal work.
-        if weights.allSatisfy({ $0 == weights[0] }) || weights.contains(where: { $0 <= 1 }) {
-            return (0...ranks).map { $0 * blocks / ranks }
-        }
-        let mean = Double(weights.reduce(0, +)) / Double(ranks)
-        let w = weights.map { min(max(Double($0), mean / 2), mean * 2) }
-        let total = w.reduce(0, +)
+        guard let w = clampedWeights(weights) else { return (0...ranks).map { $0 * blocks / ranks } }
+        return cumulativeSplit(blocks: blocks, in: w)
+    }
+
+    /// `firstBlocks` when each rank also has work that stays with it (`fixedWork`, in the unit of
+    /// `blockWork`, a block's work): rank r's share of all the work (its weight's, as above) less
+    /// its fixed work, at least 0, in blocks; the blocks are split in proportion to those
+    /// remainders. With the sample parts at the query rows' owners, a rank holding only query rows
+    /// of a causal rectangle has its share in its sample parts alone and gets no block.
+    static func firstBlocks(blocks: Int, weights: [Int64], fixedWork: [Double], blockWork: Double) -> [Int] {
+        let ranks = weights.count
+        let w = clampedWeights(weights) ?? [Double](repeating: 1, count: ranks)
+        let weightSum = w.reduce(0, +)
+        let total = Double(blocks) * blockWork + fixedWork.reduce(0, +)
+        let rest = (0..<ranks).map { max(0, total * w[$0] / weightSum - fixedWork[$0]) }
+        guard rest.reduce(0, +) > 0 else { return firstBlocks(blocks: blocks, weights: weights) }
+        return cumulativeSplit(blocks: blocks, in: rest)
+    }
+
+    /// The weights clamped to [1/2, 2] × their mean, or nil for equal work (all equal, or a rank
+    /// not measured yet).
+    private static func clampedWeights(_ weights: [Int64]) -> [Double]? {
+        if weights.allSatisfy({ $0 == weights[0] }) || weights.contains(where: { $0 <= 1 }) { return nil }
+        let mean = Double(weights.reduce(0, +)) / Double(weights.count)
+        return weights.map { min(max(Double($0), mean / 2), mean * 2) }
+    }
+
+    /// First block of each rank when `blocks` are split in proportion to `parts` (rounded at the
+    /// cumulative sums, so the counts add up).
+    private static func cumulativeSplit(blocks: Int, in parts: [Double]) -> [Int] {
+        let total = parts.reduce(0, +)
         var first = [0]
         var cumulative = 0.0
-        for r in 0..<(ranks - 1) {
-            cumulative += w[r]
+        for r in 0..<(parts.count - 1) {
+            cumulative += parts[r]
             first.append(max(first[r], min(blocks, Int((Double(blocks) * cumulative / total).rounded()))))
         }
         first.append(blocks)

@@ -157,8 +157,8 @@ package final class PieceExecutor: @unchecked Sendable {
             samples: samples, sampleRows: sampleRows, valueSum: valueSum)
     }
 
-    /// One LSH block: its queries against its keys plus the unmasked samples, in one online
-    /// softmax pass per query tile. Returns the number of query–key pairs evaluated.
+    /// One LSH block: its queries against its keys, and against the unmasked samples, merged
+    /// (`TileWorkspace.runBlock`). Returns the number of query–key pairs evaluated.
     private func hyperBlock(_ piece: Piece, _ prep: HyperPreparation, block j: Int, ws: TileWorkspace) -> Int {
         let s = plan.shape, h = piece.head
         let d = s.headDim, dv = s.valueDim
@@ -176,7 +176,7 @@ package final class PieceExecutor: @unchecked Sendable {
         // The node's samples are shared; those inside this block are masked by their bias.
         let unmasked = ws.setSampleBias(samples, blockKeys: keyRange)
         let controlVariate = plan.options.estimator == .stratifiedControlVariate
-        if controlVariate { ws.setValueCorrection(nodeValueSum: prep.valueSum, blockKeys: blockKeys, samples: samples, rows: prep.sampleRows) }
+        if controlVariate { ws.setValueCorrection(nodeValueSum: prep.valueSum, blockValueSum: ws.blockValueSum(blockKeys: blockKeys), samples: samples, rows: prep.sampleRows) }
         let queryBase = queryRow(h, piece.queries.lowerBound)
         let out = outputRow(h, piece.queries.lowerBound), lse = lseEntry(h, piece.queries.lowerBound)
         let order = prep.queryOrder

@@ -33,6 +33,23 @@ struct BlockDealingTests {
         }
     }
 
+    @Test("work that stays with a rank (sample parts at the query rows' owners) is taken off its share")
+    func fixedWork() {
+        // Causal rectangle on 4 ranks: ranks 2 and 3 hold the query rows, whose sample parts (100
+        // blocks' worth each) are their whole share of 400: all blocks to the key side.
+        #expect(BlockDealing.firstBlocks(blocks: 200, weights: [7, 7, 7, 7], fixedWork: [0, 0, 100, 100], blockWork: 1)
+                == [0, 100, 200, 200, 200])
+        // Fixed work above a rank's share: it gets no block, the others split them evenly.
+        #expect(BlockDealing.firstBlocks(blocks: 90, weights: [1, 1, 1, 1], fixedWork: [0, 0, 0, 300], blockWork: 2)
+                == [0, 30, 60, 90, 90])
+        // With speeds: rank 1 twice as fast takes twice the share of 600 (300) less its 150.
+        #expect(BlockDealing.firstBlocks(blocks: 450, weights: [100, 200, 100], fixedWork: [0, 150, 0], blockWork: 1)
+                == [0, 150, 300, 450])
+        // No fixed work: the split of the weights alone (up to rounding).
+        #expect(BlockDealing.firstBlocks(blocks: 1000, weights: [200, 200, 300, 300], fixedWork: [0, 0, 0, 0], blockWork: 3)
+                == BlockDealing.firstBlocks(blocks: 1000, weights: [200, 200, 300, 300]))
+    }
+
     @Test("owner(ofBlock:) is the rank whose run holds the block, empty runs skipped")
     func owners() {
         for first in [[0, 0, 3, 3, 7], [0, 2, 2, 2, 5], [0, 1, 2, 3, 4], [0, 0, 0, 0, 6]] {

@@ -53,6 +53,12 @@ package final class TileWorkspace {
     private(set) var keyBias: UnsafeMutablePointer<Float>
     /// Value-sum vector of the control variate, `paddedValueDim` doubles.
     let valueCorrection: UnsafeMutablePointer<Double>
+    /// Σ v over the gathered block rows (`blockValueSum`), `paddedValueDim` floats.
+    let blockSum: UnsafeMutablePointer<Float>
+    /// The block part's normalised partial (o, lse) of each query of the tile, while `runBlock`
+    /// runs the sample part: `queryTile × paddedValueDim` and `queryTile`.
+    let blockPartial: UnsafeMutablePointer<Float>
+    let blockPartialLse: UnsafeMutablePointer<Float>
 
     package init(queryTile: Int, keyChunk: Int, headDim: Int, valueDim: Int) {
         precondition(queryTile % microCols == 0 && keyChunk % microRows == 0)
@@ -75,6 +81,9 @@ package final class TileWorkspace {
         values = allocateAligned(1)
         keyBias = allocateAligned(1)
         valueCorrection = allocateAligned(paddedValueDim)
+        blockSum = allocateAligned(paddedValueDim)
+        blockPartial = allocateAligned(queryTile * paddedValueDim)
+        blockPartialLse = allocateAligned(queryTile)
     }
 
     /// Makes room for `rows` gathered key/value rows.
@@ -90,7 +99,8 @@ package final class TileWorkspace {
     }
 
     deinit {
-        for p in [queryT, scores, acc, rowMax, rowSum, alpha, sampleSum, chunkMax, valueChunk, keys, values, keyBias] { UnsafeMutableRawPointer(p).deallocate() }
+        for p in [queryT, scores, acc, rowMax, rowSum, alpha, sampleSum, chunkMax, valueChunk, keys, values, keyBias,
+                  blockSum, blockPartial, blockPartialLse] { UnsafeMutableRawPointer(p).deallocate() }
         UnsafeMutableRawPointer(valueCorrection).deallocate()
     }
 }
@@ -131,6 +141,13 @@ extension TileWorkspace {
             }
             r0 += 8
         }
+        resetSoftmax(width: width)
+    }
+
+    /// Resets the online-softmax state of a tile (keeps Q̃ᵀ), to run another set of keys over the
+    /// same queries as a separate partial.
+    @inline(__always)
+    func resetSoftmax(width: Int) {
         rowMax.initialize(repeating: -.infinity, count: width)
         rowSum.initialize(repeating: 0, count: width)
         sampleSum.initialize(repeating: 0, count: width)
@@ -387,33 +404,49 @@ extension TileWorkspace {
         return unmasked
     }
 
-    /// Control variate: D = Σ_{k∉B} v_k − Σ_s w_s v_s, from Σ_k v_k over the node's keys, the
-    /// gathered block rows (slots 0..<blockKeys) and the node's samples, those inside the block
-    /// (bias −inf) left out.
-    package func setValueCorrection(nodeValueSum: [Double], blockKeys: Int, samples: SampleSet, rows: SampleRows) {
-        let dv = valueDim, dvp = paddedValueDim
-        // Σ_{k∈B} v_k and Σ_s w_s v_s in fp32 SIMD (a few hundred terms each), then combined with
-        // the node's Σ v in float64, where the large terms cancel.
+    /// Σ_{k∈B} v_k over the gathered block rows (slots 0..<blockKeys) in fp32 SIMD, in slot order,
+    /// into `blockSum` (`paddedValueDim` floats; what a rank computing a block's keys sends to the
+    /// ranks computing its samples' part).
+    package func blockValueSum(blockKeys: Int) -> UnsafePointer<Float> {
+        let dvp = paddedValueDim
         var c0 = 0
         while c0 < dvp {
-            var block = Vec16(), weighted = Vec16()
+            var block = Vec16()
             for t in 0..<blockKeys { block += values.loadVec16(t * dvp + c0) }
+            blockSum.storeVec16(block, c0)
+            c0 += microCols
+        }
+        return UnsafePointer(blockSum)
+    }
+
+    /// Control variate: D = Σ_{k∉B} v_k − Σ_s w_s v_s, from Σ_k v_k over the node's keys, the
+    /// block's Σ v (`blockValueSum`, a few hundred terms) and the node's samples, those inside
+    /// the block (bias −inf, `setSampleBias`) left out.
+    package func setValueCorrection(nodeValueSum: [Double], blockValueSum block: UnsafePointer<Float>, samples: SampleSet, rows: SampleRows) {
+        let dv = valueDim, dvp = paddedValueDim
+        // Σ_s w_s v_s in fp32 SIMD, then combined with the node's and the block's Σ v in float64,
+        // where the large terms cancel.
+        var c0 = 0
+        while c0 < dvp {
+            var weighted = Vec16()
             for s in 0..<rows.count where keyBias[s] > -.infinity {
                 weighted.addProduct(Vec16(repeating: Float(samples.weights[s])), rows.values.loadVec16(s * dvp + c0))
             }
             for c in c0..<min(c0 + microCols, dv) {
-                valueCorrection[c] = nodeValueSum[c] - Double(block[c - c0]) - Double(weighted[c - c0])
+                valueCorrection[c] = nodeValueSum[c] - Double(block[c]) - Double(weighted[c - c0])
             }
             c0 += microCols
         }
     }
 
-    /// The fused HyperAttention block kernel: each query tile of the block runs one online
-    /// softmax over the block's gathered keys (slots 0..<blockKeys) and then the node's shared
-    /// sample rows, weighted by the bias `setSampleBias` wrote (−inf inside the block); no n × m
-    /// matrix. Query tiles are the
-    /// block's queries in order, `queryTile` (≤ the workspace's) at a time; a query's arithmetic
-    /// depends only on the block's keys and samples.
+    /// The HyperAttention block kernel: for each query tile of the block, one online softmax over
+    /// the block's gathered keys (slots 0..<blockKeys) and another over the node's shared sample
+    /// rows (weighted by the bias `setSampleBias` wrote: −inf inside the block; plus the control
+    /// variate), each normalised to a partial (o, lse), and the sample part lse-merged into the
+    /// block part. The two parts are the same arithmetic as `runBlockPart` and `runSamplePart`, so
+    /// a distributed run may compute them on different ranks and merge them there (same bits). No
+    /// n × m matrix. Query tiles are the block's queries in order, `queryTile` (≤ the
+    /// workspace's) at a time; a query's arithmetic depends only on the block's keys and samples.
     /// - Parameters:
     ///   - queryRow: the i-th query of the block (sorted order).
     ///   - outsideCount: with the control variate, N = number of node keys outside the block
@@ -424,22 +457,81 @@ extension TileWorkspace {
         queryCount: Int, queryTile: Int, blockKeys: Int, samples: SampleRows, scaleLog2: Float, outsideCount: Int?,
         queryRow: (Int) -> UnsafePointer<Float>, emit: (Int, UnsafePointer<Float>, Float) -> Void
     ) {
-        let blockRows = KeyValueRows(keys: keys, values: values, valueStride: paddedValueDim, valuesPadded: true, bias: nil)
-        let sampleRows = KeyValueRows(
-            keys: samples.keys, values: samples.values, valueStride: paddedValueDim,
-            valuesPadded: true, bias: UnsafePointer(keyBias))
+        let dv = valueDim, dvp = paddedValueDim
         var t0 = 0
         while t0 < queryCount {
             let count = min(queryTile, queryCount - t0)
             let width = (count + microCols - 1) / microCols * microCols
             let first = t0
             beginTile(count: count, width: width, scaleLog2: scaleLog2) { queryRow(first + $0) }
-            attend(rows: blockRows, keyCount: blockKeys, queryCount: count, width: width, causalOffset: nil, countsAsSamples: false)
-            attend(rows: sampleRows, keyCount: samples.count, queryCount: count, width: width, causalOffset: nil, countsAsSamples: true)
-            if let outsideCount { applyControlVariate(queryCount: count, outsideCount: outsideCount) }
+            attendBlock(blockKeys: blockKeys, count: count, width: width)
+            finishTile(count: count) { r, o, l in
+                copyRow(from: o, to: blockPartial + r * dvp, count: dv)
+                blockPartialLse[r] = l
+            }
+            resetSoftmax(width: width)
+            attendSamples(samples, count: count, width: width, outsideCount: outsideCount)
+            finishTile(count: count) { r, o, l in
+                let partial = blockPartial + r * dvp
+                mergeSamplePart(into: partial, logSumExp: blockPartialLse + r, samplePart: o, logSumExp: l, valueDim: dv)
+                emit(first + r, partial, blockPartialLse[r])
+            }
+            t0 += count
+        }
+    }
+
+    /// The block part alone: the block's gathered keys (slots 0..<blockKeys), a normalised partial
+    /// (o, lse) per query.
+    @inline(__always)
+    package func runBlockPart(
+        queryCount: Int, queryTile: Int, blockKeys: Int, scaleLog2: Float,
+        queryRow: (Int) -> UnsafePointer<Float>, emit: (Int, UnsafePointer<Float>, Float) -> Void
+    ) {
+        var t0 = 0
+        while t0 < queryCount {
+            let count = min(queryTile, queryCount - t0)
+            let width = (count + microCols - 1) / microCols * microCols
+            let first = t0
+            beginTile(count: count, width: width, scaleLog2: scaleLog2) { queryRow(first + $0) }
+            attendBlock(blockKeys: blockKeys, count: count, width: width)
             finishTile(count: count) { emit(first + $0, $1, $2) }
             t0 += count
         }
+    }
+
+    /// The sample part alone: the node's samples with the bias of `setSampleBias` (and the control
+    /// variate when `outsideCount` is given), a normalised partial (o, lse) per query; merge it
+    /// into the block part's with `mergeSamplePart`.
+    @inline(__always)
+    package func runSamplePart(
+        queryCount: Int, queryTile: Int, samples: SampleRows, scaleLog2: Float, outsideCount: Int?,
+        queryRow: (Int) -> UnsafePointer<Float>, emit: (Int, UnsafePointer<Float>, Float) -> Void
+    ) {
+        var t0 = 0
+        while t0 < queryCount {
+            let count = min(queryTile, queryCount - t0)
+            let width = (count + microCols - 1) / microCols * microCols
+            let first = t0
+            beginTile(count: count, width: width, scaleLog2: scaleLog2) { queryRow(first + $0) }
+            attendSamples(samples, count: count, width: width, outsideCount: outsideCount)
+            finishTile(count: count) { emit(first + $0, $1, $2) }
+            t0 += count
+        }
+    }
+
+    @inline(__always)
+    private func attendBlock(blockKeys: Int, count: Int, width: Int) {
+        let blockRows = KeyValueRows(keys: keys, values: values, valueStride: paddedValueDim, valuesPadded: true, bias: nil)
+        attend(rows: blockRows, keyCount: blockKeys, queryCount: count, width: width, causalOffset: nil, countsAsSamples: false)
+    }
+
+    @inline(__always)
+    private func attendSamples(_ samples: SampleRows, count: Int, width: Int, outsideCount: Int?) {
+        let sampleRows = KeyValueRows(
+            keys: samples.keys, values: samples.values, valueStride: paddedValueDim,
+            valuesPadded: true, bias: UnsafePointer(keyBias))
+        attend(rows: sampleRows, keyCount: samples.count, queryCount: count, width: width, causalOffset: nil, countsAsSamples: true)
+        if let outsideCount { applyControlVariate(queryCount: count, outsideCount: outsideCount) }
     }
 
     /// Adds the control-variate term (sampleSum_i / N) · D to each unnormalised output row, with
@@ -495,6 +587,16 @@ package func mergePartial(
     let wOld = expf(old - total), wNew = expf(newLse - total)
     for c in 0..<count { output[c] = output[c] * wOld + partial[c] * wNew }
     logSumExp.pointee = total
+}
+
+/// A query's sample part (o_s, lse_s) lse-merged into its block part (o_b, lse_b), in place: the
+/// one way the two parts of a HyperAttention block are combined, on one rank or two.
+@inline(__always)
+package func mergeSamplePart(
+    into blockPart: UnsafeMutablePointer<Float>, logSumExp: UnsafeMutablePointer<Float>,
+    samplePart: UnsafePointer<Float>, logSumExp sampleLse: Float, valueDim: Int
+) {
+    mergePartial(into: blockPart, logSumExp: logSumExp, partial: samplePart, partialLogSumExp: sampleLse, count: valueDim, merge: true)
 }
 
 #if canImport(Glibc)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Sample parts at the query rows' owners (causal rectangles), on a device machine's 16 CPU cores.
+# Run from the repository root with .device carried: .device/mpi (../shared/device/openmpi-bundle.sh)
+# and .device/carry/hyperattn-old.xz / hyperattn-new.xz (static builds before / after the change).
+#   1. P = 16 causal, n = 2^20, h = 8: old and new alternating, 2 rounds, one call each;
+#   2. the new build's strong sweep at P = 1 and 16, causal then non-causal.
+set -u
+cd "$(dirname "$0")/../../../.."
+O=${OUT:-/tmp/out}; mkdir -p "$O"
+M=$PWD/.device/mpi
+export OPAL_PREFIX=$M PATH=$M/bin:$PATH LD_LIBRARY_PATH=$M/lib
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1
+export PMIX_MCA_pcompress_base_silence_warning=1 OMPI_MCA_btl_vader_single_copy_mechanism=cma
+{ grep -m1 'model name' /proc/cpuinfo; nproc; } > "$O/cpu.txt"; uptime > "$O/uptime-before.txt"; cat "$O/cpu.txt"
+xz -dc .device/carry/hyperattn-old.xz > /tmp/ho; xz -dc .device/carry/hyperattn-new.xz > /tmp/hn; chmod +x /tmp/ho /tmp/hn
+for r in 1 2; do for b in ho hn; do
+  echo "== $b round $r" | tee -a "$O/ab-c16.log"
+  mpirun -np 16 --bind-to core /tmp/$b bench --n 1048576 --heads 8 --modes hyper --causal yes --repeats 1 \
+    --threads 1 --error-rows 0 --peak-ms 100 --per-rank true 2>&1 | tee -a "$O/ab-c16.log" | grep -E "^hyper|phases|bytes:|imbalance"
+done; done
+echo "elapsed $SECONDS s"
+python3 scripts/scaling-sweep.py --cores 16 --ranks 16,1 --modes hyper --causal yes --kinds strong --heads 8 \
+  --repeats 1 --peak-ms 100 --binary /tmp/hn --out "$O/strong-c" --timeout-per-run 240 > "$O/strong-c.log" 2>&1
+tail -4 "$O/strong-c.log"; echo "elapsed $SECONDS s"
+python3 scripts/scaling-sweep.py --cores 16 --ranks 1,16 --modes hyper --causal no --kinds strong --heads 8 \
+  --repeats 2 --peak-ms 100 --binary /tmp/hn --out "$O/strong-nc" --timeout-per-run 120 > "$O/strong-nc.log" 2>&1
+tail -4 "$O/strong-nc.log"; uptime > "$O/uptime-after.txt"; echo "elapsed $SECONDS s"
