@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Sample parts at the query rows' owners (causal rectangles), on a device machine's 16 CPU cores.
-# Run from the repository root with .device carried: .device/mpi (../shared/device/openmpi-bundle.sh)
-# and .device/carry/hyperattn-old.xz / hyperattn-new.xz (static builds before / after the change).
+# Run from the repository root with .device/carry carried: mpi.tar.xz (../shared/device/openmpi-bundle.sh
+# .device/mpi, then tar -C .device -cJf .device/carry/mpi.tar.xz mpi) and hyperattn-old.xz /
+# hyperattn-new.xz (static builds before / after the change, haswell).
 #   1. P = 16 causal, n = 2^20, h = 8: old and new alternating, 2 rounds, one call each;
 #   2. the new build's strong sweep at P = 1 and 16, causal then non-causal.
 set -u
 cd "$(dirname "$0")/../../../.."
 O=${OUT:-/tmp/out}; mkdir -p "$O"
-M=$PWD/.device/mpi
+mkdir -p /tmp/mpib && tar -C /tmp/mpib -xJf .device/carry/mpi.tar.xz; M=/tmp/mpib/mpi
 export OPAL_PREFIX=$M PATH=$M/bin:$PATH LD_LIBRARY_PATH=$M/lib
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1
 export PMIX_MCA_pcompress_base_silence_warning=1 OMPI_MCA_btl_vader_single_copy_mechanism=cma
