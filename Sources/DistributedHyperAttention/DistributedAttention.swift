@@ -498,7 +498,7 @@ func clamp(_ rows: Range<Int>, to bounds: Range<Int>) -> Range<Int> {
 /// transparent huge pages. Contents are not initialised.
 final class ExchangeScratch {
     enum Slot: Int, CaseIterable {
-        case sendQ, sendKV, receivedQ, receivedKV, back, returned, homePartials, blockSums
+        case sendQ, sendKV, receivedQ, receivedKV, back, returned, homePartials, blockSums, sampleStates
     }
     /// Buffer sets: consecutive rectangles of the pipeline alternate between them.
     static let sets = 2

@@ -632,6 +632,8 @@ final class DistributedRectangle {
         arrivingK = []
         myBlocks = []
         report.returnSeconds += MPIEnvironment.wallTime - t
+        // While the block parts travel, the sample parts of this rank's own rows.
+        if samplesAtOwners { try computeSampleParts(&report, pollOthers: pollOthers) }
     }
 
     // MARK: 6. Merge the returned results
@@ -667,17 +669,70 @@ final class DistributedRectangle {
 }
 
 extension DistributedRectangle {
-    /// The sample part of each of this rank's query rows (`samplesAtOwners`), merged into the
-    /// row's block part (returned, or computed here) and then into its output row: the runs of
-    /// this rank's rows in one block at a time, in parallel, with the block's Σ v from the rank
-    /// that computed its block part for the control variate.
+    /// Runs of this rank's sorted query rows that fall in one block: (block, first, count).
+    private func blockRuns() -> [(block: Int, start: Int, count: Int)] {
+        var runs: [(block: Int, start: Int, count: Int)] = []
+        for (i, q) in sortedQueries.enumerated() {
+            let j = partition.block(containing: q.position, length: nq)
+            if let last = runs.last, last.block == j {
+                runs[runs.count - 1].count += 1
+            } else {
+                runs.append((j, i, 1))
+            }
+        }
+        return runs
+    }
+
+    /// The sample part of each of this rank's query rows (`samplesAtOwners`) up to its control
+    /// variate and normalisation (`TileWorkspace.runSamplePartState`), one run of rows in a block
+    /// at a time, in parallel, with the other rectangles' transfers polled between chunks of runs.
+    private func computeSampleParts(_ report: inout DistributedReport, pollOthers: () throws -> Void) throws {
+        let h = piece.head, ex = executor, nk = self.nk, partition = self.partition
+        let samples = self.samples!, sampleRows = self.sampleRows!
+        let sorted = sortedQueries, first = myQ.lowerBound
+        let runs = blockRuns()
+        let stateWidth = shape.valueDim + 3
+        let states = SharedRows(base: scratch.buffer(.sampleStates, set: bufferSet, count: max(sorted.count, 1) * stateWidth).baseAddress!,
+                                width: stateWidth)
+        let pairCounter = PairCounter(count: runs.count)
+        let scaleLog2 = ex.scaleLog2
+        var kernelSeconds = 0.0, pollSeconds = 0.0
+        let chunk = max(4, 2 * ex.threads)
+        for firstRun in Swift.stride(from: 0, to: runs.count, by: chunk) {
+            let k0 = MPIEnvironment.wallTime
+            let count = min(chunk, runs.count - firstRun)
+            parallelFor(count, threads: ex.threads) { c, worker in
+                let run = runs[firstRun + c]
+                let ws = ex.workspaces[worker]
+                ws.reserveGather(rows: samples.positions.count)
+                let unmasked = ws.setSampleBias(samples, blockKeys: partition.range(run.block, length: nk))
+                ws.runSamplePartState(
+                    queryCount: run.count, queryTile: AttentionPlan.blockQueryTile, samples: sampleRows, scaleLog2: scaleLog2,
+                    queryRow: { ex.queryRow(h, first + sorted[run.start + $0].row) },
+                    save: { states.row(run.start + $0) })
+                pairCounter.set(firstRun + c, run.count * unmasked)
+            }
+            let k1 = MPIEnvironment.wallTime
+            kernelSeconds += k1 - k0
+            try pollOthers()
+            pollSeconds += MPIEnvironment.wallTime - k1
+        }
+        report.evaluatedPairs += pairCounter.total
+        report.computeSeconds += kernelSeconds
+        report.exchangeSeconds += pollSeconds
+        scratch.recordBlockKernel(pairs: pairCounter.total, seconds: kernelSeconds)
+    }
+
+    /// Completes the sample parts (`computeSampleParts`) once every block's Σ v is in (control
+    /// variate), merges each into its row's block part (returned, or computed here) and that into
+    /// the output row.
     private func finishSampleParts(blockSums: [Float], _ report: inout DistributedReport) {
         let t = MPIEnvironment.wallTime
         let h = piece.head, ex = executor, dv = self.dv, width = self.width, merge = piece.merge
         let withLse = merge || returnsLogSumExp
-        let partition = self.partition, nq = self.nq, nk = self.nk, controlVariate = self.controlVariate
+        let partition = self.partition, nk = self.nk, controlVariate = self.controlVariate
         let samples = self.samples!, sampleRows = self.sampleRows!, nodeValueSum = self.nodeValueSum
-        let sorted = sortedQueries, home = homeQueries, first = myQ.lowerBound
+        let sorted = sortedQueries, first = myQ.lowerBound
         // Where each block's Σ v is among the gathered sums: rank by rank, each one's blocks ascending.
         var offsets = [Int](repeating: 0, count: controlVariate ? partition.blocks : 0)
         if controlVariate {
@@ -689,36 +744,26 @@ extension DistributedRectangle {
                 next[r] += dv
             }
         }
-        // Runs of consecutive sorted rows in one block.
-        var blockRuns: [(block: Int, start: Int, count: Int)] = []
-        for (i, q) in sorted.enumerated() {
-            let j = partition.block(containing: q.position, length: nq)
-            if let last = blockRuns.last, last.block == j {
-                blockRuns[blockRuns.count - 1].count += 1
-            } else {
-                blockRuns.append((j, i, 1))
-            }
-        }
-        let runs = blockRuns, sumOffset = offsets
-        let partials = BlockPartials(returned: returned, home: homePartials, homeRange: home, width: width)
-        let pairCounter = PairCounter(count: runs.count)
-        let scaleLog2 = ex.scaleLog2
+        let runs = blockRuns(), sumOffset = offsets
+        let stateWidth = dv + 3
+        let states = SharedRows(base: scratch.buffer(.sampleStates, set: bufferSet, count: max(sorted.count, 1) * stateWidth).baseAddress!,
+                                width: stateWidth)
+        let partials = BlockPartials(returned: returned, home: homePartials, homeRange: homeQueries, width: width)
         parallelFor(runs.count, threads: ex.threads) { r, worker in
             let run = runs[r]
             let ws = ex.workspaces[worker]
             let kr = partition.range(run.block, length: nk)
-            ws.reserveGather(rows: samples.positions.count)
-            let unmasked = ws.setSampleBias(samples, blockKeys: kr)
             if controlVariate {
+                ws.reserveGather(rows: samples.positions.count)
+                _ = ws.setSampleBias(samples, blockKeys: kr)
                 blockSums.withUnsafeBufferPointer {
                     ws.setValueCorrection(nodeValueSum: nodeValueSum, blockValueSum: $0.baseAddress! + sumOffset[run.block],
                                           samples: samples, rows: sampleRows)
                 }
             }
-            ws.runSamplePart(
-                queryCount: run.count, queryTile: AttentionPlan.blockQueryTile, samples: sampleRows, scaleLog2: scaleLog2,
-                outsideCount: controlVariate ? nk - kr.count : nil,
-                queryRow: { ex.queryRow(h, first + sorted[run.start + $0].row) },
+            ws.finishSamplePart(
+                queryCount: run.count, outsideCount: controlVariate ? nk - kr.count : nil,
+                state: { UnsafePointer(states.row(run.start + $0)) },
                 emit: { i, o, l in
                     let q = sorted[run.start + i]
                     let p = partials.row(q.sent)
@@ -727,13 +772,9 @@ extension DistributedRectangle {
                     finishRow(ex.outputRow(h, token), ex.lseEntry(h, token), partial: p, partialLogSumExp: p[dv],
                               valueDim: dv, withLse: withLse, merge: merge)
                 })
-            pairCounter.set(r, run.count * unmasked)
         }
-        let seconds = MPIEnvironment.wallTime - t
-        report.evaluatedPairs += pairCounter.total
-        report.computeSeconds += seconds
-        report.returnSeconds -= seconds
-        scratch.recordBlockKernel(pairs: pairCounter.total, seconds: seconds)
+        report.computeSeconds += MPIEnvironment.wallTime - t
+        report.returnSeconds -= MPIEnvironment.wallTime - t
         sortedQueries = []
         queryOrder = []
     }

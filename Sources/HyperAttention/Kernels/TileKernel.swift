@@ -443,10 +443,11 @@ extension TileWorkspace {
     /// the block's gathered keys (slots 0..<blockKeys) and another over the node's shared sample
     /// rows (weighted by the bias `setSampleBias` wrote: −inf inside the block; plus the control
     /// variate), each normalised to a partial (o, lse), and the sample part lse-merged into the
-    /// block part. The two parts are the same arithmetic as `runBlockPart` and `runSamplePart`, so
-    /// a distributed run may compute them on different ranks and merge them there (same bits). No
-    /// n × m matrix. Query tiles are the block's queries in order, `queryTile` (≤ the
-    /// workspace's) at a time; a query's arithmetic depends only on the block's keys and samples.
+    /// block part. The two parts are the same arithmetic as `runBlockPart` and
+    /// `runSamplePartState` + `finishSamplePart`, so a distributed run may compute them on
+    /// different ranks and merge them there (same bits). No n × m matrix. Query tiles are the
+    /// block's queries in order, `queryTile` (≤ the workspace's) at a time; a query's arithmetic
+    /// depends only on the block's keys and samples.
     /// - Parameters:
     ///   - queryRow: the i-th query of the block (sorted order).
     ///   - outsideCount: with the control variate, N = number of node keys outside the block
@@ -499,21 +500,59 @@ extension TileWorkspace {
         }
     }
 
-    /// The sample part alone: the node's samples with the bias of `setSampleBias` (and the control
-    /// variate when `outsideCount` is given), a normalised partial (o, lse) per query; merge it
-    /// into the block part's with `mergeSamplePart`.
+    /// Values a query's sample part keeps between `runSamplePartState` and `finishSamplePart`:
+    /// its unnormalised output row (d_v floats), running max, running sum and sample sum.
+    package var sampleStateWidth: Int { valueDim + 3 }
+
+    /// The sample part up to its control variate and normalisation: the online softmax over the
+    /// node's samples (bias of `setSampleBias`), each query's state copied to `save(i)`
+    /// (`sampleStateWidth` floats). `finishSamplePart` completes it later (once the block's Σ v
+    /// is known) with the same operations as `runBlock`'s sample part, so the same bits.
     @inline(__always)
-    package func runSamplePart(
-        queryCount: Int, queryTile: Int, samples: SampleRows, scaleLog2: Float, outsideCount: Int?,
-        queryRow: (Int) -> UnsafePointer<Float>, emit: (Int, UnsafePointer<Float>, Float) -> Void
+    package func runSamplePartState(
+        queryCount: Int, queryTile: Int, samples: SampleRows, scaleLog2: Float,
+        queryRow: (Int) -> UnsafePointer<Float>, save: (Int) -> UnsafeMutablePointer<Float>
     ) {
+        let dv = valueDim, dvp = paddedValueDim
         var t0 = 0
         while t0 < queryCount {
             let count = min(queryTile, queryCount - t0)
             let width = (count + microCols - 1) / microCols * microCols
             let first = t0
             beginTile(count: count, width: width, scaleLog2: scaleLog2) { queryRow(first + $0) }
-            attendSamples(samples, count: count, width: width, outsideCount: outsideCount)
+            attendSamples(samples, count: count, width: width, outsideCount: nil)
+            for r in 0..<count {
+                let state = save(first + r)
+                copyRow(from: acc + r * dvp, to: state, count: dv)
+                state[dv] = rowMax[r]
+                state[dv + 1] = rowSum[r]
+                state[dv + 2] = sampleSum[r]
+            }
+            t0 += count
+        }
+    }
+
+    /// Completes sample parts saved by `runSamplePartState`: the control variate (when
+    /// `outsideCount` is given; `setSampleBias` and `setValueCorrection` for the block first) and
+    /// the normalisation, a partial (o, lse) per query to `emit`.
+    @inline(__always)
+    package func finishSamplePart(
+        queryCount: Int, outsideCount: Int?, state: (Int) -> UnsafePointer<Float>,
+        emit: (Int, UnsafePointer<Float>, Float) -> Void
+    ) {
+        let dv = valueDim, dvp = paddedValueDim
+        var t0 = 0
+        while t0 < queryCount {
+            let count = min(queryTile, queryCount - t0)
+            let first = t0
+            for r in 0..<count {
+                let saved = state(first + r)
+                copyRow(from: saved, to: acc + r * dvp, count: dv)
+                rowMax[r] = saved[dv]
+                rowSum[r] = saved[dv + 1]
+                sampleSum[r] = saved[dv + 2]
+            }
+            if let outsideCount { applyControlVariate(queryCount: count, outsideCount: outsideCount) }
             finishTile(count: count) { emit(first + $0, $1, $2) }
             t0 += count
         }
