@@ -3,7 +3,7 @@
 # Run from the repository root with .device/carry carried: mpi.tar.xz (../shared/device/openmpi-bundle.sh
 # .device/mpi, then tar -C .device -cJf .device/carry/mpi.tar.xz mpi) and hyperattn-old.xz /
 # hyperattn-new.xz (static builds before / after the change, haswell).
-#   1. P = 16 causal, n = 2^20, h = 8: old and new alternating, 2 rounds, one call each;
+#   1. P = 16 causal, n = 2^20, h = 8: old and new alternating, $ROUNDS rounds (default 3), one call each;
 #   2. the new build's strong sweep at P = 1 and 16, causal then non-causal.
 set -u
 cd "$(dirname "$0")/../../../.."
@@ -14,7 +14,7 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=se
 export PMIX_MCA_pcompress_base_silence_warning=1 OMPI_MCA_btl_vader_single_copy_mechanism=cma
 { grep -m1 'model name' /proc/cpuinfo; nproc; } > "$O/cpu.txt"; uptime > "$O/uptime-before.txt"; cat "$O/cpu.txt"
 xz -dc .device/carry/hyperattn-old.xz > /tmp/ho; xz -dc .device/carry/hyperattn-new.xz > /tmp/hn; chmod +x /tmp/ho /tmp/hn
-for r in 1 2; do for b in ho hn; do
+for r in $(seq 1 ${ROUNDS:-3}); do for b in ho hn; do
   echo "== $b round $r" | tee -a "$O/ab-c16.log"
   mpirun -np 16 --bind-to core /tmp/$b bench --n 1048576 --heads 8 --modes hyper --causal yes --repeats 1 \
     --threads 1 --error-rows 0 --peak-ms 100 --per-rank true 2>&1 | tee -a "$O/ab-c16.log" | grep -E "^hyper|phases|bytes:|imbalance"
