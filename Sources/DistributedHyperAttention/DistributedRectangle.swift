@@ -691,7 +691,7 @@ extension DistributedRectangle {
         let samples = self.samples!, sampleRows = self.sampleRows!
         let sorted = sortedQueries, first = myQ.lowerBound
         let runs = blockRuns()
-        let stateWidth = shape.valueDim + 3
+        let stateWidth = TileWorkspace.sampleStateWidth(valueDim: shape.valueDim)
         let states = SharedRows(base: scratch.buffer(.sampleStates, set: bufferSet, count: max(sorted.count, 1) * stateWidth).baseAddress!,
                                 width: stateWidth)
         let pairCounter = PairCounter(count: runs.count)
@@ -745,7 +745,7 @@ extension DistributedRectangle {
             }
         }
         let runs = blockRuns(), sumOffset = offsets
-        let stateWidth = dv + 3
+        let stateWidth = TileWorkspace.sampleStateWidth(valueDim: dv)
         let states = SharedRows(base: scratch.buffer(.sampleStates, set: bufferSet, count: max(sorted.count, 1) * stateWidth).baseAddress!,
                                 width: stateWidth)
         let partials = BlockPartials(returned: returned, home: homePartials, homeRange: homeQueries, width: width)

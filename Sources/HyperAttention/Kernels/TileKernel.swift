@@ -459,11 +459,7 @@ extension TileWorkspace {
         queryRow: (Int) -> UnsafePointer<Float>, emit: (Int, UnsafePointer<Float>, Float) -> Void
     ) {
         let dv = valueDim, dvp = paddedValueDim
-        var t0 = 0
-        while t0 < queryCount {
-            let count = min(queryTile, queryCount - t0)
-            let width = (count + microCols - 1) / microCols * microCols
-            let first = t0
+        forEachQueryTile(queryCount: queryCount, queryTile: queryTile) { first, count, width in
             beginTile(count: count, width: width, scaleLog2: scaleLog2) { queryRow(first + $0) }
             attendBlock(blockKeys: blockKeys, count: count, width: width)
             finishTile(count: count) { r, o, l in
@@ -477,7 +473,6 @@ extension TileWorkspace {
                 mergeSamplePart(into: partial, logSumExp: blockPartialLse + r, samplePart: o, logSumExp: l, valueDim: dv)
                 emit(first + r, partial, blockPartialLse[r])
             }
-            t0 += count
         }
     }
 
@@ -488,21 +483,16 @@ extension TileWorkspace {
         queryCount: Int, queryTile: Int, blockKeys: Int, scaleLog2: Float,
         queryRow: (Int) -> UnsafePointer<Float>, emit: (Int, UnsafePointer<Float>, Float) -> Void
     ) {
-        var t0 = 0
-        while t0 < queryCount {
-            let count = min(queryTile, queryCount - t0)
-            let width = (count + microCols - 1) / microCols * microCols
-            let first = t0
+        forEachQueryTile(queryCount: queryCount, queryTile: queryTile) { first, count, width in
             beginTile(count: count, width: width, scaleLog2: scaleLog2) { queryRow(first + $0) }
             attendBlock(blockKeys: blockKeys, count: count, width: width)
             finishTile(count: count) { emit(first + $0, $1, $2) }
-            t0 += count
         }
     }
 
-    /// Values a query's sample part keeps between `runSamplePartState` and `finishSamplePart`:
-    /// its unnormalised output row (d_v floats), running max, running sum and sample sum.
-    package var sampleStateWidth: Int { valueDim + 3 }
+    /// Floats a query's sample part keeps between `runSamplePartState` and `finishSamplePart`:
+    /// its unnormalised output row (d_v), running max, running sum and sample sum.
+    package static func sampleStateWidth(valueDim: Int) -> Int { valueDim + 3 }
 
     /// The sample part up to its control variate and normalisation: the online softmax over the
     /// node's samples (bias of `setSampleBias`), each query's state copied to `save(i)`
@@ -514,11 +504,7 @@ extension TileWorkspace {
         queryRow: (Int) -> UnsafePointer<Float>, save: (Int) -> UnsafeMutablePointer<Float>
     ) {
         let dv = valueDim, dvp = paddedValueDim
-        var t0 = 0
-        while t0 < queryCount {
-            let count = min(queryTile, queryCount - t0)
-            let width = (count + microCols - 1) / microCols * microCols
-            let first = t0
+        forEachQueryTile(queryCount: queryCount, queryTile: queryTile) { first, count, width in
             beginTile(count: count, width: width, scaleLog2: scaleLog2) { queryRow(first + $0) }
             attendSamples(samples, count: count, width: width, outsideCount: nil)
             for r in 0..<count {
@@ -528,7 +514,6 @@ extension TileWorkspace {
                 state[dv + 1] = rowSum[r]
                 state[dv + 2] = sampleSum[r]
             }
-            t0 += count
         }
     }
 
@@ -541,10 +526,7 @@ extension TileWorkspace {
         emit: (Int, UnsafePointer<Float>, Float) -> Void
     ) {
         let dv = valueDim, dvp = paddedValueDim
-        var t0 = 0
-        while t0 < queryCount {
-            let count = min(queryTile, queryCount - t0)
-            let first = t0
+        forEachQueryTile(queryCount: queryCount, queryTile: queryTile) { first, count, _ in
             for r in 0..<count {
                 let saved = state(first + r)
                 copyRow(from: saved, to: acc + r * dvp, count: dv)
@@ -554,7 +536,18 @@ extension TileWorkspace {
             }
             if let outsideCount { applyControlVariate(queryCount: count, outsideCount: outsideCount) }
             finishTile(count: count) { emit(first + $0, $1, $2) }
-            t0 += count
+        }
+    }
+
+    /// Calls `body(first, count, width)` for consecutive tiles of `queryTile` queries (the last
+    /// one shorter), `width` being `count` rounded up to the micro-kernel's 16 columns.
+    @inline(__always)
+    private func forEachQueryTile(queryCount: Int, queryTile: Int, _ body: (_ first: Int, _ count: Int, _ width: Int) -> Void) {
+        var first = 0
+        while first < queryCount {
+            let count = min(queryTile, queryCount - first)
+            body(first, count, (count + microCols - 1) / microCols * microCols)
+            first += count
         }
     }
 
