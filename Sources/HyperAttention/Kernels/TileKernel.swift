@@ -614,11 +614,13 @@ package func mergePartial(
         return
     }
     guard newLse > -.infinity else { return }
+    // Two exponentials: with m the larger lse, e^(l₁−l) = a/(a + b) for a = e^(l₁−m), b = e^(l₂−m).
     let m = max(old, newLse)
-    let total = m + logf(expf(old - m) + expf(newLse - m))
-    let wOld = expf(old - total), wNew = expf(newLse - total)
+    let a = expf(old - m), b = expf(newLse - m)
+    let inv = 1 / (a + b)
+    let wOld = a * inv, wNew = b * inv
     for c in 0..<count { output[c] = output[c] * wOld + partial[c] * wNew }
-    logSumExp.pointee = total
+    logSumExp.pointee = m + logf(a + b)
 }
 
 /// A query's sample part (o_s, lse_s) lse-merged into its block part (o_b, lse_b), in place: the
