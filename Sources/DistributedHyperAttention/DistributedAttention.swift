@@ -331,7 +331,13 @@ struct DistributedRun {
             }
             // HyperAttention rectangles spanning ranks, pipelined over heads (and pieces).
             var rectangles: [DistributedRectangle] = []
-            let communicators = try mine.filter { $0.piece.hyper }.map { (piece: $0.piece, comms: try PieceCommunicators($0.comm, controlSums: plan.options.estimator == .stratifiedControlVariate)) }
+            // The blocks' Σ v travel (control variate) when an accelerator computes the blocks or
+            // the sample parts run at the query rows' owners.
+            let accelerated = attention.accelerator != nil, controlVariate = plan.options.estimator == .stratifiedControlVariate
+            let communicators = try mine.filter { $0.piece.hyper }.map {
+                (piece: $0.piece, comms: try PieceCommunicators($0.comm, controlSums: controlVariate &&
+                    (accelerated || DistributedRectangle.samplesAtOwners($0.piece, accelerated: false))))
+            }
             for h in 0..<heads {
                 for (template, comms) in communicators {
                     var piece = template

@@ -130,7 +130,13 @@ final class DistributedRectangle {
         myQ = clamp(piece.queries, to: executor.io.queryRows)
         myK = clamp(piece.keys, to: executor.io.keyRows)
         node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
-        samplesAtOwners = accelerator == nil && piece.keys.upperBound <= piece.queries.lowerBound
+        samplesAtOwners = Self.samplesAtOwners(piece, accelerated: accelerator != nil)
+    }
+
+    /// Whether a piece's sample parts run at the query rows' owners (`samplesAtOwners`): the
+    /// causal recursion's rectangles (keys before queries), unless an accelerator fuses the parts.
+    static func samplesAtOwners(_ piece: Piece, accelerated: Bool) -> Bool {
+        !accelerated && piece.keys.upperBound <= piece.queries.lowerBound
     }
 
     /// Tests every transfer in flight without blocking, so that it progresses (MPI moves data
