@@ -554,13 +554,10 @@ final class DistributedRectangle {
             try accelerator.runBlocks(batch, options: options) { sums in
                 // Every rank's blocks' Σ v, back in block order (rank r's blocks ascending).
                 let gathered = try comms.controlSums!.allGatherv(sums).values
-                var next = [Int](repeating: 0, count: ranks + 1)
-                for r in owner { next[r + 1] += dv }
-                for r in 0..<ranks { next[r + 1] += next[r] }
+                let offsets = BlockDealing.gatheredLayout(owner: owner, ranks: ranks, width: dv).offsets
                 var all = [Double](repeating: 0, count: owner.count * dv)
-                for (j, r) in owner.enumerated() {
-                    for c in 0..<dv { all[j * dv + c] = gathered[next[r] + c] }
-                    next[r] += dv
+                for j in owner.indices {
+                    for c in 0..<dv { all[j * dv + c] = gathered[offsets[j] + c] }
                 }
                 return all
             }
@@ -614,8 +611,7 @@ final class DistributedRectangle {
             if let sums = sumBuffer {
                 // Every block's Σ v, from the rank that computed it, to every rank (in rank order,
                 // each rank's blocks ascending).
-                var counts = [Int](repeating: 0, count: comm.size)
-                for r in blockOwner { counts[r] += dv }
+                let counts = BlockDealing.gatheredLayout(owner: blockOwner, ranks: comm.size, width: dv).counts
                 blockSumRequest = try comms.controlSums!.immediateAllGatherv(Array(sums), counts: counts)
                 report.bytesSent += 4 * sums.count
                 report.bytesReceived += 4 * counts.reduce(0, +)
@@ -655,8 +651,8 @@ final class DistributedRectangle {
         }
         report.waitSeconds += MPIEnvironment.wallTime - t
         if samplesAtOwners {
-            finishSampleParts(blockSums: blockSums, &report)
             report.returnSeconds += MPIEnvironment.wallTime - t
+            finishSampleParts(blockSums: blockSums, &report)
             return
         }
         let h = piece.head, ex = executor, dv = self.dv, width = self.width, merge = piece.merge
@@ -739,18 +735,9 @@ extension DistributedRectangle {
         let partition = self.partition, nk = self.nk, controlVariate = self.controlVariate
         let samples = self.samples!, sampleRows = self.sampleRows!, nodeValueSum = self.nodeValueSum
         let sorted = sortedQueries, first = myQ.lowerBound
-        // Where each block's Σ v is among the gathered sums: rank by rank, each one's blocks ascending.
-        var offsets = [Int](repeating: 0, count: controlVariate ? partition.blocks : 0)
-        if controlVariate {
-            var next = [Int](repeating: 0, count: comm.size + 1)
-            for r in blockOwner { next[r + 1] += dv }
-            for r in 0..<comm.size { next[r + 1] += next[r] }
-            for (j, r) in blockOwner.enumerated() {
-                offsets[j] = next[r]
-                next[r] += dv
-            }
-        }
-        let runs = blockRuns(), sumOffset = offsets
+        // Where each block's Σ v is among the gathered sums.
+        let sumOffset = controlVariate ? BlockDealing.gatheredLayout(owner: blockOwner, ranks: comm.size, width: dv).offsets : []
+        let runs = blockRuns()
         let stateWidth = TileWorkspace.sampleStateWidth(valueDim: dv)
         let states = SharedRows(base: scratch.buffer(.sampleStates, set: bufferSet, count: max(sorted.count, 1) * stateWidth).baseAddress!,
                                 width: stateWidth)
@@ -780,7 +767,6 @@ extension DistributedRectangle {
                 })
         }
         report.computeSeconds += MPIEnvironment.wallTime - t
-        report.returnSeconds -= MPIEnvironment.wallTime - t
         sortedQueries = []
         queryOrder = []
     }
@@ -971,6 +957,22 @@ enum BlockDealing {
             left[r] -= 1
         }
         return owner
+    }
+
+    /// Where each block's row of `width` values lands when every rank contributes its own blocks'
+    /// rows, ascending, and an allgatherv puts them in rank order: the count each rank sends, and
+    /// each block's offset in the gathered values.
+    static func gatheredLayout(owner: [Int], ranks: Int, width: Int) -> (counts: [Int], offsets: [Int]) {
+        var counts = [Int](repeating: 0, count: ranks)
+        for r in owner { counts[r] += width }
+        var next = [Int](repeating: 0, count: ranks)
+        for r in 1..<max(ranks, 1) { next[r] = next[r - 1] + counts[r - 1] }
+        var offsets = [Int](repeating: 0, count: owner.count)
+        for (j, r) in owner.enumerated() {
+            offsets[j] = next[r]
+            next[r] += width
+        }
+        return (counts, offsets)
     }
 
     /// The rank whose run contains block `j`.

@@ -50,6 +50,15 @@ struct BlockDealingTests {
                 == BlockDealing.firstBlocks(blocks: 1000, weights: [200, 200, 300, 300]))
     }
 
+    @Test("gathered layout of per-block rows: each rank's blocks ascending, ranks in order")
+    func gatheredLayout() {
+        // Blocks 0..4 owned by ranks 1, 0, 1, 2, 0; rows of 3 values; rank 3 owns none.
+        let layout = BlockDealing.gatheredLayout(owner: [1, 0, 1, 2, 0], ranks: 4, width: 3)
+        #expect(layout.counts == [6, 6, 3, 0])
+        // Rank 0's blocks 1, 4 at 0, 3; rank 1's blocks 0, 2 at 6, 9; rank 2's block 3 at 12.
+        #expect(layout.offsets == [6, 0, 9, 12, 3])
+    }
+
     @Test("owner(ofBlock:) is the rank whose run holds the block, empty runs skipped")
     func owners() {
         for first in [[0, 0, 3, 3, 7], [0, 2, 2, 2, 5], [0, 1, 2, 3, 4], [0, 0, 0, 0, 6]] {
