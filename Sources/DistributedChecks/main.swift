@@ -26,6 +26,9 @@ struct Case {
     var pipelined = true
     /// `DistributedAttention(placement:)`: which blocks a rank computes; the output is the same.
     var placement = BlockPlacement.rowLocality
+    /// `DistributedAttention(sampleParts:)`: where the causal rectangles' sample parts run; the
+    /// output is the same.
+    var sampleParts = SamplePartPlacement.withBlocks
     /// Computes on `ReferenceAccelerator` (the GPU path's tables evaluated on the CPU in
     /// float64): equal to the single-process CPU call to fp32 rounding, not bit for bit.
     var accelerated = false
@@ -125,6 +128,13 @@ func cases(full: Bool) -> [Case] {
     }
     list.append(Case(name: "accelerated non-causal n_q=3000 n_k=7001", n: 3000, nk: 7001,
                      options: AttentionOptions(blockSize: 100, samples: 50, minSeqLen: 256), accelerated: true))
+    // The causal HyperAttention cases again with the sample parts at the query rows' owners.
+    for c in list where c.options.causal && c.options.mode == .hyper && !c.ring && !c.accelerated && !c.name.contains("exact") {
+        var owners = c
+        owners.name += ", sample parts at the owners"
+        owners.sampleParts = .atOwners
+        list.append(owners)
+    }
     return list
 }
 
@@ -146,7 +156,7 @@ do {
         if c.ring {
             dist = try RingAttention(communicator: world, shape: shape, options: options)
         } else {
-            let hyper = try DistributedAttention(communicator: world, shape: shape, options: options, placement: c.placement, pipelined: c.pipelined,
+            let hyper = try DistributedAttention(communicator: world, shape: shape, options: options, placement: c.placement, sampleParts: c.sampleParts, pipelined: c.pipelined,
                                                  accelerator: c.accelerated ? ReferenceAccelerator() : nil)
             if c.unequalSpeeds { hyper.seedSpeedMeasurement(pairs: 1_000_000 * (world.rank % 3 + 1), seconds: 1) }
             dist = hyper

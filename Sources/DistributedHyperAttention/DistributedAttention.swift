@@ -32,6 +32,8 @@ public struct DistributedAttention: SequenceParallelAttention {
     public let balancing: BlockBalancing
     /// Which blocks each rank computes (how many is `balancing`). Default `.rowLocality`.
     public let placement: BlockPlacement
+    /// Where the sample parts of the causal recursion's rectangles run. Default `.withBlocks`.
+    public let sampleParts: SamplePartPlacement
     /// Whether the rectangles spanning ranks are pipelined over heads and pieces (default), or
     /// run one after another with each step's collective completed before the next (the same
     /// results, bit for bit; for comparison).
@@ -59,6 +61,7 @@ public struct DistributedAttention: SequenceParallelAttention {
     ///   - balancing: how many blocks of a rectangle spanning ranks each rank gets (default by
     ///     measured speed).
     ///   - placement: which blocks (default: where their rows already are).
+    ///   - sampleParts: where the causal rectangles' sample parts run (default: with their blocks).
     ///   - pipelined: whether rectangles are pipelined over heads and pieces (default) or run one
     ///     after another (the same output).
     ///   - speedHistoryDecay: in (0, 1]: each measured rectangle's share of the speed history is
@@ -72,7 +75,8 @@ public struct DistributedAttention: SequenceParallelAttention {
     ///   single-process call) or a decay outside (0, 1]; `CUDAError` when the CUDA backend is
     ///   asked for and the driver, NVRTC or the device is missing, or the shape is unsupported.
     public init(communicator: Communicator, shape: AttentionShape, options: AttentionOptions,
-                balancing: BlockBalancing = .measuredSpeed, placement: BlockPlacement = .rowLocality, pipelined: Bool = true,
+                balancing: BlockBalancing = .measuredSpeed, placement: BlockPlacement = .rowLocality,
+                sampleParts: SamplePartPlacement = .withBlocks, pipelined: Bool = true,
                 speedHistoryDecay: Double = DistributedAttention.defaultSpeedHistoryDecay) throws {
         var accelerator: PieceAccelerator? = nil
         if case let .cuda(device, precision) = options.backend {
@@ -81,13 +85,14 @@ public struct DistributedAttention: SequenceParallelAttention {
             accelerator = try CUDAPieceAccelerator(device: device, precision: precision)
         }
         try self.init(communicator: communicator, shape: shape, options: options, balancing: balancing, placement: placement,
-                      pipelined: pipelined, speedHistoryDecay: speedHistoryDecay, accelerator: accelerator)
+                      sampleParts: sampleParts, pipelined: pipelined, speedHistoryDecay: speedHistoryDecay, accelerator: accelerator)
     }
 
     /// As the public initialiser, computing on `accelerator` when given (whatever
     /// `options.backend` says).
     package init(communicator: Communicator, shape: AttentionShape, options: AttentionOptions,
-                 balancing: BlockBalancing = .measuredSpeed, placement: BlockPlacement = .rowLocality, pipelined: Bool = true,
+                 balancing: BlockBalancing = .measuredSpeed, placement: BlockPlacement = .rowLocality,
+                 sampleParts: SamplePartPlacement = .withBlocks, pipelined: Bool = true,
                  speedHistoryDecay: Double = DistributedAttention.defaultSpeedHistoryDecay, accelerator: PieceAccelerator?) throws {
         guard speedHistoryDecay > 0, speedHistoryDecay <= 1 else {
             throw AttentionError.invalidArgument("speedHistoryDecay", "must be in (0, 1], got \(speedHistoryDecay)")
@@ -98,6 +103,7 @@ public struct DistributedAttention: SequenceParallelAttention {
         self.options = options
         self.balancing = balancing
         self.placement = placement
+        self.sampleParts = sampleParts
         self.pipelined = pipelined
         self.accelerator = accelerator
         scratch = ExchangeScratch(speedHistoryDecay: speedHistoryDecay)
@@ -180,6 +186,24 @@ public enum BlockPlacement: String, Sendable, CaseIterable {
     /// Contiguous runs of blocks in sorted order, rank 0 first (the earlier dealing; rows travel
     /// wherever they are).
     case contiguous
+}
+
+/// Where the sample part of a block of the causal recursion's rectangles spanning ranks runs: its
+/// queries against the node's samples, which every rank has (the other part, its queries against
+/// the block's keys, runs where the block is dealt). Either way the output is the same, bit for
+/// bit: the kernel computes the two parts as separately normalised partials and merges them.
+public enum SamplePartPlacement: String, Sendable, CaseIterable {
+    /// On the rank that computes the block (the default): the rectangle's whole work is dealt by
+    /// speed, and the key side sends K|V rows or receives Q rows as the block needs.
+    /// Measured faster at P = 16 on one 16-core host (docs/results/scaling/samples-at-owners/).
+    case withBlocks = "blocks"
+    /// On the rank that owns each query row: the key side computes the block parts of its own
+    /// key rows and returns (o, lse), d_v + 1 floats a row instead of d + d_v, and the blocks'
+    /// Σ v travel by allgatherv for the control variate. Fewer bytes for the busiest rank
+    /// (0.17–0.19 of ring's at P = 16, n = 2^20, against 0.22), but half of each rectangle's work
+    /// is then fixed at the owners and cannot be dealt by speed. CPU only (an accelerator
+    /// computes both parts together).
+    case atOwners = "owners"
 }
 
 /// A sequence-parallel attention method over the ranks of a communicator: which token rows each
@@ -336,7 +360,7 @@ struct DistributedRun {
             let accelerated = attention.accelerator != nil, controlVariate = plan.options.estimator == .stratifiedControlVariate
             let communicators = try mine.filter { $0.piece.hyper }.map {
                 (piece: $0.piece, comms: try PieceCommunicators($0.comm, controlSums: controlVariate &&
-                    (accelerated || DistributedRectangle.samplesAtOwners($0.piece, accelerated: false))))
+                    (accelerated || DistributedRectangle.samplesAtOwners($0.piece, accelerated: false, sampleParts: attention.sampleParts))))
             }
             for h in 0..<heads {
                 for (template, comms) in communicators {

@@ -24,7 +24,7 @@ import MPI
 ///    those rows and allgathered, so every rank has all m (k, v) rows;
 /// 5. each rank runs the core's block kernel on its blocks — the same gathered rows in the same
 ///    order as in one process, so the same bits: both parts (the block's keys, then the samples,
-///    merged), or with `samplesAtOwners` (the causal recursion's rectangles) the block part alone;
+///    merged), or with `samplesAtOwners` (`SamplePartPlacement.atOwners`, causal rectangles) the block part alone;
 /// 6. a reverse alltoallv returns (o, lse) to the rows' owners, who lse-merge them; with
 ///    `samplesAtOwners` an allgatherv brings every block's Σ v (for the control variate), and each
 ///    owner computes its rows' sample parts and merges them into the returned block parts first.
@@ -130,13 +130,14 @@ final class DistributedRectangle {
         myQ = clamp(piece.queries, to: executor.io.queryRows)
         myK = clamp(piece.keys, to: executor.io.keyRows)
         node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
-        samplesAtOwners = Self.samplesAtOwners(piece, accelerated: accelerator != nil)
+        samplesAtOwners = Self.samplesAtOwners(piece, accelerated: accelerator != nil, sampleParts: run.attention.sampleParts)
     }
 
-    /// Whether a piece's sample parts run at the query rows' owners (`samplesAtOwners`): the
-    /// causal recursion's rectangles (keys before queries), unless an accelerator fuses the parts.
-    static func samplesAtOwners(_ piece: Piece, accelerated: Bool) -> Bool {
-        !accelerated && piece.keys.upperBound <= piece.queries.lowerBound
+    /// Whether a piece's sample parts run at the query rows' owners (`samplesAtOwners`): asked
+    /// for (`SamplePartPlacement.atOwners`), and the causal recursion's rectangles (keys before
+    /// queries), unless an accelerator fuses the parts.
+    static func samplesAtOwners(_ piece: Piece, accelerated: Bool, sampleParts: SamplePartPlacement) -> Bool {
+        sampleParts == .atOwners && !accelerated && piece.keys.upperBound <= piece.queries.lowerBound
     }
 
     /// Tests every transfer in flight without blocking, so that it progresses (MPI moves data

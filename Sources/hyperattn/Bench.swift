@@ -76,6 +76,9 @@ struct Bench: ParsableCommand {
     @Option(help: ArgumentHelp("Under MPI, which HyperAttention blocks each rank computes: local (preferably those whose rows it already holds, so fewer rows travel) or contiguous (runs in sorted order, rank 0 first; for comparison).", valueName: "local|contiguous"))
     var placement: BlockPlacement = .rowLocality
 
+    @Option(help: ArgumentHelp(samplePartsHelp, valueName: "blocks|owners"))
+    var sampleParts: SamplePartPlacement = .withBlocks
+
     @Option(help: ArgumentHelp("Under MPI, whether HyperAttention rectangles are pipelined (one rectangle's rows travel while another computes) or run one after another, every collective completed before the next step (for comparison).", valueName: "yes|no"))
     var pipeline: YesNo = .yes
 
@@ -129,6 +132,7 @@ struct Bench: ParsableCommand {
         var single = settings
         single.balance = nil
         single.placement = nil
+        single.sampleParts = nil
         single.pipeline = nil
         single.speedHistoryDecay = nil
         return single
@@ -141,7 +145,8 @@ struct Bench: ParsableCommand {
             blockSize: algorithm.blockSize, samples: algorithm.samples, lshBits: algorithm.lshBits,
             minSeqLen: algorithm.minSeqLen, estimator: estimatorName(algorithm.estimator),
             scale: algorithm.scale.map(Double.init), repeats: repeats, errorRows: errorRows, balance: balance.rawValue,
-            placement: placement.rawValue, pipeline: pipeline == .yes, speedHistoryDecay: speedHistoryDecay)
+            placement: placement.rawValue, sampleParts: sampleParts.rawValue, pipeline: pipeline == .yes,
+            speedHistoryDecay: speedHistoryDecay)
     }
 
     private func runSingleProcess() throws {
@@ -295,7 +300,8 @@ extension Bench {
                         try checkedOptions(options, shape)
                         if mode == .ring { return try RingAttention(communicator: world, shape: shape, options: options) }
                         return try namingCUDAFailure(rank: world.rank) {
-                            try DistributedAttention(communicator: world, shape: shape, options: options, balancing: balance, placement: placement, pipelined: pipeline == .yes, speedHistoryDecay: speedHistoryDecay)
+                            try DistributedAttention(communicator: world, shape: shape, options: options, balancing: balance, placement: placement, sampleParts: sampleParts,
+                                                     pipelined: pipeline == .yes, speedHistoryDecay: speedHistoryDecay)
                         }
                     }
                     // Each rank's GPU, printed once (every rank takes this branch on the same row).
@@ -472,6 +478,8 @@ struct BenchSettings: Codable {
     var balance: String? = nil
     /// Under MPI: which blocks each rank computed (`local` or `contiguous`).
     var placement: String? = nil
+    /// Under MPI: where the causal rectangles' sample parts ran (`blocks` or `owners`).
+    var sampleParts: String? = nil
     /// Under MPI: whether rectangles were pipelined.
     var pipeline: Bool? = nil
     /// Under MPI: the speed history's decay of `--balance speed`.
@@ -602,6 +610,11 @@ struct BenchReport: Codable {
 
 extension BlockBalancing: ExpressibleByArgument {}
 extension BlockPlacement: ExpressibleByArgument {}
+extension SamplePartPlacement: ExpressibleByArgument {}
+
+/// `--sample-parts` of `run` and `bench`.
+let samplePartsHelp = "Under MPI, where the sample parts (queries against the node's samples) of the causal recursion's HyperAttention blocks run: blocks (with the rest of the block, on the rank it is dealt to: measured faster on one host) or owners (on each query row's rank: fewer bytes for the busiest rank, less work dealt by speed). The output is the same."
+
 
 /// A yes/no option value.
 enum YesNo: String, ExpressibleByArgument, CaseIterable {

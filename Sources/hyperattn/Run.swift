@@ -51,6 +51,9 @@ struct Run: ParsableCommand {
     /// The mode in effect.
     private var effectiveMode: BenchMode { mode ?? (exact ? .exact : .hyper) }
 
+    @Option(help: ArgumentHelp(samplePartsHelp, valueName: "blocks|owners"))
+    var sampleParts: SamplePartPlacement = .withBlocks
+
     @OptionGroup(title: "Algorithm")
     var algorithm: CommonAttentionOptions
 
@@ -139,7 +142,7 @@ struct Run: ParsableCommand {
         guard let (shape, queryShape, valueShape) = setup else { launch.exit(1) }
         let made = try agree(world) { () throws -> any SequenceParallelAttention in
             if effectiveMode == .ring { return try RingAttention(communicator: world, shape: shape, options: options) }
-            return try namingCUDAFailure(rank: world.rank) { try DistributedAttention(communicator: world, shape: shape, options: options) }
+            return try namingCUDAFailure(rank: world.rank) { try DistributedAttention(communicator: world, shape: shape, options: options, sampleParts: sampleParts) }
         }
         guard let dist = made else { launch.exit(1) }
         if let gpu = (dist as? DistributedAttention)?.accelerator?.deviceDescription {
