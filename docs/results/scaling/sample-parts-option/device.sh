@@ -10,13 +10,7 @@
 #      (unless NC=0) non-causal P = 1 and 16.
 set -u
 cd "$(dirname "$0")/../../../.."
-O=${OUT:-/tmp/out}; mkdir -p "$O"
-mkdir -p /tmp/mpib && tar -C /tmp/mpib -xJf .device/carry/mpi.tar.xz; M=/tmp/mpib/mpi
-export OPAL_PREFIX=$M PATH=$M/bin:$PATH LD_LIBRARY_PATH=$M/lib
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1
-export PMIX_MCA_pcompress_base_silence_warning=1 OMPI_MCA_btl_vader_single_copy_mechanism=cma
-{ grep -m1 'model name' /proc/cpuinfo; nproc; } > "$O/cpu.txt"; uptime > "$O/uptime-before.txt"; cat "$O/cpu.txt"
-xz -dc .device/carry/hyperattn-old.xz > /tmp/ho; xz -dc .device/carry/hyperattn-new.xz > /tmp/hn; chmod +x /tmp/ho /tmp/hn
+. docs/results/scaling/device-cpu-env.sh
 for r in $(seq 1 ${ROUNDS:-2}); do for v in "ho" "hn blocks" "hn owners"; do
   set -- $v; extra=(); [ $# -gt 1 ] && extra=(--sample-parts "$2")
   echo "== $v round $r" | tee -a "$O/ab-c16.log"

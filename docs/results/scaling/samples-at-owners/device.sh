@@ -7,13 +7,7 @@
 #   2. unless SWEEP=0, the new build's strong sweep at P = 1 and 16, causal then (unless NC=0) non-causal.
 set -u
 cd "$(dirname "$0")/../../../.."
-O=${OUT:-/tmp/out}; mkdir -p "$O"
-mkdir -p /tmp/mpib && tar -C /tmp/mpib -xJf .device/carry/mpi.tar.xz; M=/tmp/mpib/mpi
-export OPAL_PREFIX=$M PATH=$M/bin:$PATH LD_LIBRARY_PATH=$M/lib
-export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1
-export PMIX_MCA_pcompress_base_silence_warning=1 OMPI_MCA_btl_vader_single_copy_mechanism=cma
-{ grep -m1 'model name' /proc/cpuinfo; nproc; } > "$O/cpu.txt"; uptime > "$O/uptime-before.txt"; cat "$O/cpu.txt"
-xz -dc .device/carry/hyperattn-old.xz > /tmp/ho; xz -dc .device/carry/hyperattn-new.xz > /tmp/hn; chmod +x /tmp/ho /tmp/hn
+. docs/results/scaling/device-cpu-env.sh
 for r in $(seq 1 ${ROUNDS:-3}); do for b in ho hn; do
   echo "== $b round $r" | tee -a "$O/ab-c16.log"
   mpirun -np 16 --bind-to core /tmp/$b bench --n 1048576 --heads 8 --modes hyper --causal yes --repeats 1 \
