@@ -195,7 +195,8 @@ public enum BlockPlacement: String, Sendable, CaseIterable {
 public enum SamplePartPlacement: String, Sendable, CaseIterable {
     /// On the rank that computes the block (the default): the rectangle's whole work is dealt by
     /// speed, and the key side sends K|V rows or receives Q rows as the block needs.
-    /// Measured faster at P = 16 on one 16-core host (docs/results/scaling/samples-at-owners/).
+    /// Faster on average at P = 16 on one 16-core host, in 3 of 4 alternating rounds
+    /// (docs/results/scaling/sample-parts-option/).
     case withBlocks = "blocks"
     /// On the rank that owns each query row: the key side computes the block parts of its own
     /// key rows and returns (o, lse), d_v + 1 floats a row instead of d + d_v, and the blocks'
