@@ -566,8 +566,8 @@ final class DistributedRectangle {
             kernelSeconds = MPIEnvironment.wallTime - k0
         } else {
             // Chunks of blocks, with the other rectangles' transfers polled between them.
-            let hostOnly = samplesAtOwners
-            let sumBuffer = hostOnly && controlVariate ? scratch.buffer(.blockSums, set: bufferSet, count: blockList.count * dv) : nil
+            let blockPartsOnly = samplesAtOwners
+            let sumBuffer = blockPartsOnly && controlVariate ? scratch.buffer(.blockSums, set: bufferSet, count: blockList.count * dv) : nil
             let sums = sumBuffer.map { SharedRows(base: $0.baseAddress!, width: dv) }
             let chunk = max(4, 2 * ex.threads)
             for first in Swift.stride(from: 0, to: blockList.count, by: chunk) {
@@ -583,7 +583,7 @@ final class DistributedRectangle {
                     for t in 0..<kr.count {
                         ws.gather(slot: t, key: rows.key[kSlot + t], value: rows.value[kSlot + t])
                     }
-                    if hostOnly {
+                    if blockPartsOnly {
                         // The block part; its Σ v goes to the ranks computing the sample parts.
                         if let sums { copyRow(from: ws.blockValueSum(blockKeys: kr.count), to: sums.row(b), count: dv) }
                         ws.runBlockPart(
@@ -686,6 +686,15 @@ extension DistributedRectangle {
         return runs
     }
 
+    /// The saved sample-part states of this rank's sorted query rows (`runSamplePartState`), one
+    /// row each, in this rectangle's buffer set: written by `computeSampleParts`, read by
+    /// `finishSampleParts`.
+    private func sampleStates() -> SharedRows {
+        let width = TileWorkspace.sampleStateWidth(valueDim: dv)
+        return SharedRows(base: scratch.buffer(.sampleStates, set: bufferSet, count: max(sortedQueries.count, 1) * width).baseAddress!,
+                          width: width)
+    }
+
     /// The sample part of each of this rank's query rows (`samplesAtOwners`) up to its control
     /// variate and normalisation (`TileWorkspace.runSamplePartState`), one run of rows in a block
     /// at a time, in parallel, with the other rectangles' transfers polled between chunks of runs.
@@ -694,9 +703,7 @@ extension DistributedRectangle {
         let samples = self.samples!, sampleRows = self.sampleRows!
         let sorted = sortedQueries, first = myQ.lowerBound
         let runs = blockRuns()
-        let stateWidth = TileWorkspace.sampleStateWidth(valueDim: shape.valueDim)
-        let states = SharedRows(base: scratch.buffer(.sampleStates, set: bufferSet, count: max(sorted.count, 1) * stateWidth).baseAddress!,
-                                width: stateWidth)
+        let states = sampleStates()
         let pairCounter = PairCounter(count: runs.count)
         let scaleLog2 = ex.scaleLog2
         var kernelSeconds = 0.0, pollSeconds = 0.0
@@ -739,9 +746,7 @@ extension DistributedRectangle {
         // Where each block's Σ v is among the gathered sums.
         let sumOffset = controlVariate ? BlockDealing.gatheredLayout(owner: blockOwner, ranks: comm.size, width: dv).offsets : []
         let runs = blockRuns()
-        let stateWidth = TileWorkspace.sampleStateWidth(valueDim: dv)
-        let states = SharedRows(base: scratch.buffer(.sampleStates, set: bufferSet, count: max(sorted.count, 1) * stateWidth).baseAddress!,
-                                width: stateWidth)
+        let states = sampleStates()
         let partials = BlockPartials(returned: returned, home: homePartials, homeRange: homeQueries, width: width)
         parallelFor(runs.count, threads: ex.threads) { r, worker in
             let run = runs[r]

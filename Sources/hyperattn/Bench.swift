@@ -613,7 +613,7 @@ extension BlockPlacement: ExpressibleByArgument {}
 extension SamplePartPlacement: ExpressibleByArgument {}
 
 /// `--sample-parts` of `run` and `bench`.
-let samplePartsHelp = "Under MPI, where the sample parts (queries against the node's samples) of the causal recursion's HyperAttention blocks run: blocks (with the rest of the block, on the rank it is dealt to: measured faster on one host) or owners (on each query row's rank: fewer bytes for the busiest rank, less work dealt by speed). The output is the same."
+let samplePartsHelp = "Under MPI, where the sample parts (queries against the node's samples) of the causal recursion's HyperAttention blocks run: blocks (with the rest of the block, on the rank it is dealt to: faster on average on the one 16-core host measured) or owners (on each query row's rank: fewer bytes for the busiest rank, less work dealt by speed). The output is the same."
 
 
 /// A yes/no option value.
