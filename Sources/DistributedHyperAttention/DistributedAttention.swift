@@ -168,9 +168,10 @@ public enum BlockBalancing: String, Sendable, CaseIterable {
     /// ⌊c·nb/P⌋ blocks to rank c: the same work (FLOPs) on every rank.
     case equalWork = "work"
     /// Blocks in proportion to each rank's measured block-kernel speed (query–key pairs per second
-    /// over the rectangles this `DistributedAttention` has run, its earlier calls included; see
-    /// `speedHistoryDecay`), so that ranks on slower or busier cores get fewer. The first
-    /// rectangles deal equally.
+    /// over the HyperAttention blocks this `DistributedAttention` has run, its own shard's and the
+    /// rectangles', its earlier calls included; see `speedHistoryDecay`), so that ranks on slower
+    /// or busier cores get fewer. Rectangles dealt before any block has run on every rank are
+    /// dealt equally.
     case measuredSpeed = "speed"
 }
 
@@ -370,16 +371,23 @@ struct DistributedRun {
                     rectangles.append(DistributedRectangle(run: self, piece: piece, comms: comms, bufferSet: rectangles.count % ExchangeScratch.sets))
                 }
             }
-            let executor = self.executor
+            let executor = self.executor, scratch = self.scratch
             try Self.runPipeline(rectangles, lookahead: attention.pipelined, report: &report) { report in
                 // Pieces inside this rank's shard, all heads at once, while the first
                 // rectangles' histograms and rows are on their way.
                 guard !local.isEmpty else { return }
                 let t = MPIEnvironment.wallTime
-                let before = executor.evaluatedPairs
+                let before = executor.evaluatedPairs, blocksBefore = executor.blockKernel
                 executor.run((0..<heads).flatMap { h in local.map { var p = $0; p.head = h; return p } })
                 report.evaluatedPairs += executor.evaluatedPairs - before
                 report.computeSeconds += MPIEnvironment.wallTime - t
+                // The same block kernel as the rectangles', so its speed on this rank's cores
+                // counts in the dealing too: in a causal call most of a rank's blocks are in its
+                // own shard, and they run before the first level spanning ranks is dealt.
+                let blocks = executor.blockKernel
+                if blocks.pairs > blocksBefore.pairs {
+                    scratch.recordBlockKernel(pairs: blocks.pairs - blocksBefore.pairs, seconds: blocks.seconds - blocksBefore.seconds)
+                }
             }
         }
     }

@@ -91,3 +91,10 @@ package final class ProgressMeter: Sendable {
         }
     }
 }
+
+/// A monotonic clock in nanoseconds (for timing work items; unaffected by clock changes).
+package func monotonicNanoseconds() -> Int {
+    var t = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &t)
+    return t.tv_sec * 1_000_000_000 + t.tv_nsec
+}

@@ -8,6 +8,9 @@ package final class PieceExecutor: @unchecked Sendable {
     let meter: ProgressMeter
     package let workspaces: PerWorker<TileWorkspace>
     private let pairs = Atomic<Int>(0)
+    /// Query–key pairs of the HyperAttention blocks run so far, and the worker time they took
+    /// (nanoseconds summed over workers): the block kernel's speed on this process's cores.
+    private let blockPairs = Atomic<Int>(0), blockNanoseconds = Atomic<Int>(0)
     /// Every stored row's bucket, hashed the first time a piece needs it (then shared by the
     /// pieces and levels of the call).
     package private(set) lazy var rowBuckets = RowBuckets(
@@ -15,6 +18,14 @@ package final class PieceExecutor: @unchecked Sendable {
         heads: plan.shape.batch * plan.shape.queryHeads, queryRows: io.queryRows, keyRows: io.keyRows)
 
     package var evaluatedPairs: Int { pairs.load(ordering: .relaxed) }
+
+    /// The HyperAttention blocks this executor has run: their query–key pairs and the seconds
+    /// they took per worker (worker time over `threads`; wall time when every worker is busy).
+    /// Exact tiles are not counted, so the figure is the block kernel's speed, comparable with
+    /// blocks timed elsewhere whatever the mix of pieces.
+    package var blockKernel: (pairs: Int, seconds: Double) {
+        (blockPairs.load(ordering: .relaxed), Double(blockNanoseconds.load(ordering: .relaxed)) / 1e9 / Double(max(1, threads)))
+    }
 
     package init(plan: AttentionPlan, io: AttentionIO, threads: Int, meter: ProgressMeter) {
         self.plan = plan
@@ -75,7 +86,10 @@ package final class PieceExecutor: @unchecked Sendable {
             case let .exactTile(p, queries):
                 counted = exactTile(pieces[p], queries: queries, ws: ws)
             case let .hyperBlock(p, j):
+                let start = monotonicNanoseconds()
                 counted = hyperBlock(pieces[p], preparations[p]!, block: j, ws: ws)
+                blockNanoseconds.wrappingAdd(monotonicNanoseconds() - start, ordering: .relaxed)
+                blockPairs.wrappingAdd(counted, ordering: .relaxed)
             }
             pairs.wrappingAdd(counted, ordering: .relaxed)
             meter.add(work[i].cost)
