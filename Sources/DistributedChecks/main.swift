@@ -128,12 +128,16 @@ func cases(full: Bool) -> [Case] {
     }
     list.append(Case(name: "accelerated non-causal n_q=3000 n_k=7001", n: 3000, nk: 7001,
                      options: AttentionOptions(blockSize: 100, samples: 50, minSeqLen: 256), accelerated: true))
-    // The causal HyperAttention cases again with the sample parts at the query rows' owners.
+    // The causal HyperAttention cases again with the sample parts at the query rows' owners, and
+    // chosen per rectangle by the ranks' measured speeds (owners where even: on this VM's shared
+    // cores the choice differs from rectangle to rectangle and run to run; the bits must not).
     for c in list where c.options.causal && c.options.mode == .hyper && c.n >= c.options.minSeqLen && !c.ring && !c.accelerated {
-        var owners = c
-        owners.name += ", sample parts at the owners"
-        owners.sampleParts = .atOwners
-        list.append(owners)
+        for (placement, label) in [(SamplePartPlacement.atOwners, "at the owners"), (.bySpeeds, "placed by speeds")] {
+            var copy = c
+            copy.name += ", sample parts \(label)"
+            copy.sampleParts = placement
+            list.append(copy)
+        }
     }
     return list
 }
@@ -185,6 +189,11 @@ do {
             equal.seedSpeedMeasurement(pairs: 1_000_000 * (world.rank % 3 + 1), seconds: 1)
             equalWorkPairs = try equal.run(query: myQ, key: myK, value: myV, logSumExp: true).stats.evaluatedPairs
         }
+        // Where the sample parts ran (rank × rectangle shares). Printed only where it is determined
+        // (scripts/two-host-netns.sh compares this program's output across runs): with `.bySpeeds`
+        // and measured speeds it depends on the cores.
+        let sharesAtOwners = try world.allReduce(result.report.rectanglesWithSamplesAtOwners, operation: .sum)
+        let shares = try world.allReduce(result.report.spanningRectangles, operation: .sum)
         // Gather every rank's rows on rank 0, per (batch, head), in token order.
         let gathered = try world.gatherv(result.output.scalars, root: 0)
         let gatheredLse = try world.gatherv(result.logSumExp.scalars, root: 0)
@@ -223,6 +232,16 @@ do {
             let pairs = try world.reduce(result.stats.evaluatedPairs, operation: .sum, root: 0) ?? 0
             print("\(ok ? "ok  " : "FAIL") P=\(world.size) \(c.name): \(identical ? "bit-identical" : String(format: "max rel diff %.2e, lse diff %.2e", rel, lseDiff)); pairs \(pairs) vs \(single.stats.evaluatedPairs)")
             if pairs != single.stats.evaluatedPairs { failed += 1; print("FAIL pair counts differ") }
+            if c.sampleParts != .withBlocks && shares > 0 {
+                // Seeded speeds 1:2:3 are far from even: `.bySpeeds` keeps the sample parts with the
+                // blocks; `.atOwners` runs them at the owners whatever the speeds.
+                let expected = c.sampleParts == .atOwners ? shares : (c.unequalSpeeds ? 0 : nil)
+                if let expected {
+                    let ok = sharesAtOwners == expected
+                    if ok { passed += 1 } else { failed += 1 }
+                    print("\(ok ? "ok  " : "FAIL") P=\(world.size) \(c.name): sample parts at the owners in \(sharesAtOwners) of \(shares) shares, expected \(expected)")
+                }
+            }
             if c.unequalSpeeds && world.size >= 2 {
                 // The dealing must really have followed the speeds: the work per rank differs from
                 // equal-work dealing, and (non-causal: one rectangle of all ranks) rank 1 (weight 2)

@@ -206,6 +206,29 @@ public enum SamplePartPlacement: String, Sendable, CaseIterable {
     /// is then fixed at the owners and cannot be dealt by speed. CPU only (an accelerator
     /// computes both parts together).
     case atOwners = "owners"
+    /// Chosen per rectangle from the speeds its ranks report with their histograms: at the
+    /// owners while those speeds are even (the fastest at most `evenSpeedRatio` × the slowest,
+    /// or a rank not measured yet, as always with `.equalWork` dealing), else with the blocks,
+    /// so that a slow core can be given less work. Every rank of the rectangle decides from the
+    /// same allgathered integers. The owners' placement was faster with even cores (2 ranks of a
+    /// quiet VM) and slower with uneven ones (a busy 16-core host; docs/mpi.md).
+    case bySpeeds = "auto"
+
+    /// The largest ratio of the fastest to the slowest rank's measured speed at which `.bySpeeds`
+    /// still runs the sample parts at the owners.
+    public static let evenSpeedRatio = 1.1
+
+    /// Whether a causal rectangle (CPU) runs its sample parts at the query rows' owners, given the
+    /// speed weights of its ranks (`ExchangeScratch.speedWeight`: 1 where not measured).
+    public func samplesAtOwners(speedWeights weights: [Int64]) -> Bool {
+        switch self {
+        case .withBlocks: return false
+        case .atOwners: return true
+        case .bySpeeds:
+            guard let fastest = weights.max(), let slowest = weights.min(), slowest > 1 else { return true }
+            return Double(fastest) <= Self.evenSpeedRatio * Double(slowest)
+        }
+    }
 }
 
 /// A sequence-parallel attention method over the ranks of a communicator: which token rows each
@@ -285,6 +308,10 @@ public struct DistributedReport: Sendable, Codable, Equatable {
     public var bytesSentToSelf = 0
     /// Query–key pairs evaluated on this rank.
     public var evaluatedPairs = 0
+    /// HyperAttention rectangles spanning ranks that this rank took part in, and of those the
+    /// ones whose sample parts ran at the query rows' owners (`SamplePartPlacement`).
+    public var spanningRectangles = 0
+    public var rectanglesWithSamplesAtOwners = 0
     public init() {}
 }
 
@@ -362,7 +389,7 @@ struct DistributedRun {
             let accelerated = attention.accelerator != nil, controlVariate = plan.options.estimator == .stratifiedControlVariate
             let communicators = try mine.filter { $0.piece.hyper }.map {
                 (piece: $0.piece, comms: try PieceCommunicators($0.comm, controlSums: controlVariate &&
-                    (accelerated || DistributedRectangle.samplesAtOwners($0.piece, accelerated: false, sampleParts: attention.sampleParts))))
+                    (accelerated || DistributedRectangle.maySampleAtOwners($0.piece, accelerated: false, sampleParts: attention.sampleParts))))
             }
             for h in 0..<heads {
                 for (template, comms) in communicators {

@@ -24,7 +24,8 @@ import MPI
 ///    those rows and allgathered, so every rank has all m (k, v) rows;
 /// 5. each rank runs the core's block kernel on its blocks — the same gathered rows in the same
 ///    order as in one process, so the same bits: both parts (the block's keys, then the samples,
-///    merged), or with `samplesAtOwners` (`SamplePartPlacement.atOwners`, causal rectangles) the block part alone;
+///    merged), or with `samplesAtOwners` (`SamplePartPlacement.atOwners`, or `.bySpeeds` with even
+///    speeds; causal rectangles) the block part alone;
 /// 6. a reverse alltoallv returns (o, lse) to the rows' owners, who lse-merge them; with
 ///    `samplesAtOwners` an allgatherv brings every block's Σ v (for the control variate), and each
 ///    owner computes its rows' sample parts and merges them into the returned block parts first.
@@ -72,8 +73,12 @@ final class DistributedRectangle {
     /// side computes the block parts of all of its key rows and sends back (o, lse) instead of
     /// sending K|V rows. Either way the arithmetic is the same (`TileWorkspace.runBlock` is the
     /// two parts and their merge), so the output bits do not depend on it. Not with an
-    /// accelerator, whose block kernel fuses the two parts.
-    private let samplesAtOwners: Bool
+    /// accelerator, whose block kernel fuses the two parts. Set in `dispatch` from the ranks'
+    /// speeds (`SamplePartPlacement.samplesAtOwners(speedWeights:)`), for the rectangles that may.
+    private var samplesAtOwners = false
+    private let sampleParts: SamplePartPlacement
+    /// Whether this rectangle may run its sample parts at the owners (`maySampleAtOwners`).
+    private let mayRunSamplesAtOwners: Bool
 
     // announce
     private var queryBuckets: [UInt16] = [], keyBuckets: [UInt16] = []
@@ -108,6 +113,10 @@ final class DistributedRectangle {
     /// and sorted position), and where each one is in `queryOrder`.
     private var sortedQueries: [(row: Int, position: Int, sent: Int)] = []
     private var homePartials = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
+    /// With `samplesAtOwners`: the runs of this rank's sorted query rows by block (`blockRuns`),
+    /// and the first whose sample parts `computeSampleParts` has not run yet.
+    private var sampleRunList: [(block: Int, start: Int, count: Int)]?
+    private var nextSampleRun = 0
     private var sampleRows: SampleRows?
     private var blockSumRequest: GatherRequest<Float>?
     // compute
@@ -130,14 +139,16 @@ final class DistributedRectangle {
         myQ = clamp(piece.queries, to: executor.io.queryRows)
         myK = clamp(piece.keys, to: executor.io.keyRows)
         node = CounterRandom.nodeID(queries: piece.queries, keys: piece.keys)
-        samplesAtOwners = Self.samplesAtOwners(piece, accelerated: accelerator != nil, sampleParts: run.attention.sampleParts)
+        sampleParts = run.attention.sampleParts
+        mayRunSamplesAtOwners = Self.maySampleAtOwners(piece, accelerated: accelerator != nil, sampleParts: sampleParts)
     }
 
-    /// Whether a piece's sample parts run at the query rows' owners (`samplesAtOwners`): asked
-    /// for (`SamplePartPlacement.atOwners`), and the causal recursion's rectangles (keys before
-    /// queries), unless an accelerator fuses the parts.
-    static func samplesAtOwners(_ piece: Piece, accelerated: Bool, sampleParts: SamplePartPlacement) -> Bool {
-        sampleParts == .atOwners && !accelerated && piece.keys.upperBound <= piece.queries.lowerBound
+    /// Whether a piece's sample parts may run at the query rows' owners (`samplesAtOwners`): asked
+    /// for (`SamplePartPlacement.atOwners`, or `.bySpeeds` when the speeds are even), and only for
+    /// the causal recursion's rectangles (keys before queries), unless an accelerator fuses the
+    /// parts.
+    static func maySampleAtOwners(_ piece: Piece, accelerated: Bool, sampleParts: SamplePartPlacement) -> Bool {
+        sampleParts != .withBlocks && !accelerated && piece.keys.upperBound <= piece.queries.lowerBound
     }
 
     /// Tests every transfer in flight without blocking, so that it progresses (MPI moves data
@@ -235,6 +246,9 @@ final class DistributedRectangle {
         let samples = SampleSet(estimator: options.estimator, keyCount: nk, count: options.samples, random: random)
         self.samples = samples
         let weights = (0..<ranks).map { all[$0 * stride + 2 * buckets] }
+        samplesAtOwners = mayRunSamplesAtOwners && sampleParts.samplesAtOwners(speedWeights: weights)
+        report.spanningRectangles += 1
+        if samplesAtOwners { report.rectanglesWithSamplesAtOwners += 1 }
         let quota: [Int]
         if samplesAtOwners {
             // Each rank's query rows bring their sample parts (m pairs a row); the blocks (their
@@ -450,11 +464,6 @@ final class DistributedRectangle {
     func compute(_ report: inout DistributedReport, pollOthers: () throws -> Void) throws {
         let d = self.d, dv = self.dv
         var t = MPIEnvironment.wallTime
-        try Request.waitAll(exchangeRequests)
-        exchangeRequests = []
-        report.exchangeSeconds += MPIEnvironment.wallTime - t
-        report.waitSeconds += MPIEnvironment.wallTime - t
-        t = MPIEnvironment.wallTime
         let gathered = try sampleRequest!.waitForValues()
         sampleRequest = nil
         report.waitSeconds += MPIEnvironment.wallTime - t
@@ -468,6 +477,18 @@ final class DistributedRectangle {
         }
         self.sampleRows = sampleRows
         report.sampleGatherSeconds += MPIEnvironment.wallTime - t
+        // With the sample parts at the owners, this rank's own rows' sample parts need no row
+        // from another rank: they run while the rows of this rank's blocks are still arriving
+        // (this rectangle's exchange tested between chunks), the rest after the blocks.
+        if samplesAtOwners {
+            let exchange = exchangeRequests
+            try computeSampleParts(&report, pollOthers: pollOthers) { try exchange.allSatisfy { try $0.test() != nil } }
+        }
+        t = MPIEnvironment.wallTime
+        try Request.waitAll(exchangeRequests)
+        exchangeRequests = []
+        report.exchangeSeconds += MPIEnvironment.wallTime - t
+        report.waitSeconds += MPIEnvironment.wallTime - t
 
         // Where the row of each slot (this rank's blocks' rows in sorted order) is: where it
         // arrived, or in this rank's shard. The kernel reads rows there, so they are not copied
@@ -635,7 +656,7 @@ final class DistributedRectangle {
         arrivingK = []
         myBlocks = []
         report.returnSeconds += MPIEnvironment.wallTime - t
-        // While the block parts travel, the sample parts of this rank's own rows.
+        // While the block parts travel, the rest of the sample parts of this rank's own rows.
         if samplesAtOwners { try computeSampleParts(&report, pollOthers: pollOthers) }
     }
 
@@ -698,19 +719,25 @@ extension DistributedRectangle {
     /// The sample part of each of this rank's query rows (`samplesAtOwners`) up to its control
     /// variate and normalisation (`TileWorkspace.runSamplePartState`), one run of rows in a block
     /// at a time, in parallel, with the other rectangles' transfers polled between chunks of runs.
-    private func computeSampleParts(_ report: inout DistributedReport, pollOthers: () throws -> Void) throws {
+    /// Goes on from where the last call stopped, until every run is done or, checked before each
+    /// chunk, `stop` says so.
+    private func computeSampleParts(_ report: inout DistributedReport, pollOthers: () throws -> Void,
+                                    until stop: () throws -> Bool = { false }) throws {
         let h = piece.head, ex = executor, nk = self.nk, partition = self.partition
         let samples = self.samples!, sampleRows = self.sampleRows!
         let sorted = sortedQueries, first = myQ.lowerBound
-        let runs = blockRuns()
+        if sampleRunList == nil { sampleRunList = blockRuns() }
+        let runs = sampleRunList!
         let states = sampleStates()
         let pairCounter = PairCounter(count: runs.count)
         let scaleLog2 = ex.scaleLog2
         var kernelSeconds = 0.0, pollSeconds = 0.0
         let chunk = max(4, 2 * ex.threads)
-        for firstRun in Swift.stride(from: 0, to: runs.count, by: chunk) {
+        while nextSampleRun < runs.count, try !stop() {
+            let firstRun = nextSampleRun
             let k0 = MPIEnvironment.wallTime
             let count = min(chunk, runs.count - firstRun)
+            nextSampleRun += count
             parallelFor(count, threads: ex.threads) { c, worker in
                 let run = runs[firstRun + c]
                 let ws = ex.workspaces[worker]
@@ -730,7 +757,7 @@ extension DistributedRectangle {
         report.evaluatedPairs += pairCounter.total
         report.computeSeconds += kernelSeconds
         report.exchangeSeconds += pollSeconds
-        scratch.recordBlockKernel(pairs: pairCounter.total, seconds: kernelSeconds)
+        if pairCounter.total > 0 { scratch.recordBlockKernel(pairs: pairCounter.total, seconds: kernelSeconds) }
     }
 
     /// Completes the sample parts (`computeSampleParts`) once every block's Σ v is in (control
@@ -745,7 +772,9 @@ extension DistributedRectangle {
         let sorted = sortedQueries, first = myQ.lowerBound
         // Where each block's Σ v is among the gathered sums.
         let sumOffset = controlVariate ? BlockDealing.gatheredLayout(owner: blockOwner, ranks: comm.size, width: dv).offsets : []
-        let runs = blockRuns()
+        let runs = sampleRunList ?? blockRuns()
+        sampleRunList = nil
+        nextSampleRun = 0
         let states = sampleStates()
         let partials = BlockPartials(returned: returned, home: homePartials, homeRange: homeQueries, width: width)
         parallelFor(runs.count, threads: ex.threads) { r, worker in

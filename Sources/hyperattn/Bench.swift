@@ -76,7 +76,7 @@ struct Bench: ParsableCommand {
     @Option(help: ArgumentHelp("Under MPI, which HyperAttention blocks each rank computes: local (preferably those whose rows it already holds, so fewer rows travel) or contiguous (runs in sorted order, rank 0 first; for comparison).", valueName: "local|contiguous"))
     var placement: BlockPlacement = .rowLocality
 
-    @Option(help: ArgumentHelp(samplePartsHelp, valueName: "blocks|owners"))
+    @Option(help: ArgumentHelp(samplePartsHelp, valueName: "blocks|owners|auto"))
     var sampleParts: SamplePartPlacement = .withBlocks
 
     @Option(help: ArgumentHelp("Under MPI, whether HyperAttention rectangles are pipelined (one rectangle's rows travel while another computes) or run one after another, every collective completed before the next step (for comparison).", valueName: "yes|no"))
@@ -388,12 +388,14 @@ extension Bench {
                     row.computeImbalance = summary.computeImbalance
                     row.flopImbalance = summary.flopImbalance
                     row.byteBound = summary.byteBoundReport
+                    (row.rectangleSharesWithSamplesAtOwners, row.rectangleShares) = summary.samplePartsAtOwners
                     row.perRank = summary.perRank
                     report.rows.append(row)
                     print(row.tableLine)
                     print("    phases: " + summary.phaseLine)
                     print("    bytes:  " + summary.trafficLine)
                     print("    imbalance: " + summary.imbalanceLine)
+                    if let line = summary.samplePartsLine { print("    sample parts: " + line) }
                     if let skipped = error.skipped { print("    error check " + skipped) }
                     if perRank { for line in summary.perRankLines { print("    " + line) } }
                     fflush(stdout)
@@ -478,7 +480,7 @@ struct BenchSettings: Codable {
     var balance: String? = nil
     /// Under MPI: which blocks each rank computed (`local` or `contiguous`).
     var placement: String? = nil
-    /// Under MPI: where the causal rectangles' sample parts ran (`blocks` or `owners`).
+    /// Under MPI: where the causal rectangles' sample parts ran (`blocks`, `owners` or `auto`).
     var sampleParts: String? = nil
     /// Under MPI: whether rectangles were pipelined.
     var pipeline: Bool? = nil
@@ -525,6 +527,10 @@ struct BenchRow: Codable {
     /// Bytes sent to other ranks (excluding a rank's rows to itself), max and mean per rank.
     var bytesSentToOthersMax: Double? = nil
     var bytesSentToOthersMean: Double? = nil
+    /// HyperAttention rectangles spanning ranks, counted once per rank taking part and summed
+    /// over the ranks, and of those the ones whose sample parts ran at the query rows' owners.
+    var rectangleShares: Int? = nil
+    var rectangleSharesWithSamplesAtOwners: Int? = nil
     /// max/mean over ranks of computeSeconds.
     var computeImbalance: Double? = nil
     /// max/mean over ranks of evaluated query–key pairs.
@@ -613,7 +619,7 @@ extension BlockPlacement: ExpressibleByArgument {}
 extension SamplePartPlacement: ExpressibleByArgument {}
 
 /// `--sample-parts` of `run` and `bench`.
-let samplePartsHelp = "Under MPI, where the sample parts (queries against the node's samples) of the causal recursion's HyperAttention blocks run: blocks (with the rest of the block, on the rank it is dealt to: faster on average on the one 16-core host measured) or owners (on each query row's rank: fewer bytes for the busiest rank, less work dealt by speed). The output is the same."
+let samplePartsHelp = "Under MPI, where the sample parts (queries against the node's samples) of the causal recursion's HyperAttention blocks run: blocks (with the rest of the block, on the rank it is dealt to: faster on average on the busy 16-core host measured), owners (on each query row's rank: fewer bytes for the busiest rank, less work dealt by speed) or auto (owners for a rectangle whose ranks' measured speeds are within 10%, else blocks). The output is the same."
 
 
 /// A yes/no option value.

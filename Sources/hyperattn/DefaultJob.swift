@@ -247,6 +247,7 @@ struct DefaultJob: ParsableCommand {
             lines.append(("phases", summary.phaseLine))
             lines.append(("traffic", summary.trafficLine))
             lines.append(("imbalance", summary.imbalanceLine))
+            if let line = summary.samplePartsLine { lines.append(("sample parts", line)) }
             if let e = error.error {
                 lines.append((
                     "error",

@@ -170,12 +170,12 @@ func csvField(_ s: String) -> String {
 
 // MARK: - Distributed runs
 
-/// Every rank's `DistributedReport`, on every rank (one allgather of 11 numbers per rank).
+/// Every rank's `DistributedReport`, on every rank (one allgather of 13 numbers per rank).
 func gatherReports(_ world: Communicator, _ report: DistributedReport) throws -> [DistributedReport] {
     let mine = [
         report.hashSeconds, report.exchangeSeconds, report.sampleGatherSeconds, report.computeSeconds, report.returnSeconds,
         report.totalSeconds, Double(report.bytesSent), Double(report.bytesReceived), Double(report.evaluatedPairs),
-        report.waitSeconds, Double(report.bytesSentToSelf),
+        report.waitSeconds, Double(report.bytesSentToSelf), Double(report.spanningRectangles), Double(report.rectanglesWithSamplesAtOwners),
     ]
     let n = mine.count
     let all = try world.allGather(mine)
@@ -186,6 +186,7 @@ func gatherReports(_ world: Communicator, _ report: DistributedReport) throws ->
         rep.returnSeconds = x[4]; rep.totalSeconds = x[5]
         rep.bytesSent = Int(x[6]); rep.bytesReceived = Int(x[7]); rep.evaluatedPairs = Int(x[8])
         rep.waitSeconds = x[9]; rep.bytesSentToSelf = Int(x[10])
+        rep.spanningRectangles = Int(x[11]); rep.rectanglesWithSamplesAtOwners = Int(x[12])
         return rep
     }
 }
@@ -373,6 +374,20 @@ struct DistributedSummary {
 
     var imbalanceLine: String {
         "compute time \(fixed(computeImbalance, 3)), FLOPs (evaluated pairs) \(fixed(flopImbalance, 3)) (max/mean over ranks)"
+    }
+
+    /// Rectangles spanning ranks whose sample parts ran at the query rows' owners, of all those
+    /// rectangles (each counted once per rank taking part, summed over the ranks).
+    var samplePartsAtOwners: (atOwners: Int, rectangles: Int) {
+        (reports.reduce(0) { $0 + $1.rectanglesWithSamplesAtOwners }, reports.reduce(0) { $0 + $1.spanningRectangles })
+    }
+
+    /// Where the sample parts ran, when any ran at the owners (`--sample-parts owners|auto`).
+    var samplePartsLine: String? {
+        let s = samplePartsAtOwners
+        guard s.atOwners > 0 else { return nil }
+        return "at the query rows' owners in \(s.atOwners) of \(s.rectangles) rectangle shares (rank × rectangle)"
+            + (s.atOwners < s.rectangles ? ", with the blocks in the rest" : "")
     }
 
     /// Per-rank sent bytes against the bound, and evaluated pairs.

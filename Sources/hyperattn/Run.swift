@@ -51,7 +51,7 @@ struct Run: ParsableCommand {
     /// The mode in effect.
     private var effectiveMode: BenchMode { mode ?? (exact ? .exact : .hyper) }
 
-    @Option(help: ArgumentHelp(samplePartsHelp, valueName: "blocks|owners"))
+    @Option(help: ArgumentHelp(samplePartsHelp, valueName: "blocks|owners|auto"))
     var sampleParts: SamplePartPlacement = .withBlocks
 
     @OptionGroup(title: "Algorithm")

@@ -140,4 +140,17 @@ struct BlockDealingTests {
         // (0.5·1e6 + 3e6) / (0.5 + 1)
         #expect(recent.speedWeight(balancing: .measuredSpeed) == 2_333_333)
     }
+
+    @Test("sample-part placement: auto runs them at the owners while speeds are within 10% or unmeasured")
+    func samplePartPlacementBySpeeds() {
+        let auto = SamplePartPlacement.bySpeeds
+        #expect(auto.samplesAtOwners(speedWeights: [1, 1, 1]))                  // not measured yet
+        #expect(auto.samplesAtOwners(speedWeights: [5_000_000, 1, 5_000_000]))  // one rank not measured
+        #expect(auto.samplesAtOwners(speedWeights: [1_000_000, 1_100_000]))     // exactly 10% apart
+        #expect(!auto.samplesAtOwners(speedWeights: [1_000_000, 1_100_001]))
+        #expect(!auto.samplesAtOwners(speedWeights: [2_000_000, 1_000_000, 1_500_000]))
+        #expect(SamplePartPlacement.atOwners.samplesAtOwners(speedWeights: [2_000_000, 1_000_000]))
+        #expect(!SamplePartPlacement.withBlocks.samplesAtOwners(speedWeights: [1, 1]))
+        #expect(SamplePartPlacement(rawValue: "auto") == .bySpeeds)
+    }
 }
