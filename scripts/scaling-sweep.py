@@ -140,6 +140,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     what.add_argument("--heads", type=positive, default=8)
     what.add_argument("--d", type=positive, default=64)
     what.add_argument("--repeats", type=positive, default=3, help="bench --repeats (best of; default 3)")
+    what.add_argument("--calls", type=positive, default=1,
+                      help="separate mpirun calls per point (default 1): on a shared host whole runs vary, so "
+                           "several calls show the spread; seconds is the best call's, callSeconds all of them, "
+                           "medianSeconds their median")
     what.add_argument("--peak-ms", type=positive, help="bench --peak-ms (default: bench's 200)")
     what.add_argument("--bench-arg", action="append", default=[], metavar="ARG",
                       help="extra argument for bench, repeatable (e.g. --bench-arg=--block-size --bench-arg=128)")
@@ -515,6 +519,11 @@ def derive(runs: list[dict]) -> None:
             else:
                 r["efficiency"] = t0 / tp               # = T1/TP (work per rank constant)
                 r["speedup"] = r["efficiency"] * p / p0  # scaled speedup P*T1/TP
+            # The same from the medians of several calls (--calls), the typical rather than the best.
+            m0, mp = base.get("medianSeconds"), r.get("medianSeconds")
+            r["efficiencyMedian"] = None
+            if m0 and mp:
+                r["efficiencyMedian"] = (p0 * m0) / (p * mp) if r["kind"] == "strong" else m0 / mp
 
 
 CSV_COLUMNS = [
@@ -524,7 +533,7 @@ CSV_COLUMNS = [
     "sampleGatherSecondsMax", "computeSecondsMax", "computeSecondsMean", "returnSecondsMax", "totalSecondsMax",
     "bytesSentMax", "bytesSentMean", "bytesReceivedMax", "bytesReceivedMean", "byteBoundMax",
     "bytesSentToBoundMax", "computeImbalance", "flopImbalance", "peakRSSBytes", "tensorBytes", "loadAverageBefore",
-    "command",
+    "command", "medianSeconds", "efficiencyMedian", "callSeconds",
 ]
 
 
@@ -537,6 +546,7 @@ def csv_row(r: dict) -> list:
         "sampleGatherSecondsMax": phase("sampleGather"), "computeSecondsMax": phase("compute"),
         "computeSecondsMean": phase("compute", "mean"), "returnSecondsMax": phase("return"),
         "totalSecondsMax": phase("total"),
+        "callSeconds": ";".join(f"{x:.6g}" for x in r["callSeconds"]) if r.get("callSeconds") else None,
     }
     out = []
     for c in CSV_COLUMNS:
@@ -645,7 +655,7 @@ def main(argv: list[str]) -> int:
         "strongN": args.strong_n, "weakNPerRank": args.weak_n_per_rank,
         "ringN": args.ring_n or args.strong_n, "ringWeakNPerRank": args.ring_weak_n_per_rank or args.weak_n_per_rank,
         "hyperAtRingN": not args.no_hyper_at_ring_n, "heads": args.heads, "d": args.d,
-        "repeats": args.repeats, "peakMs": args.peak_ms, "errorRows": 0, "benchArgs": args.bench_arg,
+        "repeats": args.repeats, "calls": args.calls, "peakMs": args.peak_ms, "errorRows": 0, "benchArgs": args.bench_arg,
         "timeoutPerRun": args.timeout_per_run, "hostfile": args.hostfile,
     }
     doc = {
@@ -667,8 +677,13 @@ def main(argv: list[str]) -> int:
                    "opalPrefix": os.environ.get("OPAL_PREFIX")},
         "settings": settings,
         "definitions": {
-            "seconds": "bench's best of --repeats calls, time of the slowest rank (MPI_Wtime around the call)",
-            "wallSeconds": "the whole mpirun: start-up, input generation, FMA peak measurement, all repeats",
+            "seconds": "bench's best of --repeats calls, time of the slowest rank (MPI_Wtime around the call); "
+                       "with --calls > 1 the best over the mpirun calls, whose bench row (phases, bytes...) is kept",
+            "callSeconds": "each mpirun call's seconds (--calls of them), in order",
+            "medianSeconds": "the median of callSeconds",
+            "efficiencyMedian": "efficiency computed from medianSeconds of this run and of the baseline",
+            "wallSeconds": "the whole mpirun: start-up, input generation, FMA peak measurement, all repeats "
+                           "(summed over the calls)",
             "strong": "n fixed; speedup = T1/TP; efficiency = T1/(P*TP)",
             "weak": "n = nPerRank*P; efficiency = T1/TP; speedup (scaled) = P*T1/TP",
             "throughputEfficiency": "useful GFLOP/s per rank over the baseline's, (G_P/P)/(G_1/1): equals efficiency "
@@ -694,6 +709,7 @@ def main(argv: list[str]) -> int:
         except (OSError, ValueError) as e:
             die(f"--resume: cannot read {prefix}.json: {e}")
         same = {k: v for k, v in old.get("settings", {}).items() if k not in ("timeoutPerRun", "ranks", "kinds", "modes", "causal", "bind")}
+        same.setdefault("calls", 1)  # files from before --calls ran one call per point
         mine = {k: v for k, v in settings.items() if k not in ("timeoutPerRun", "ranks", "kinds", "modes", "causal", "bind")}
         if same != mine:
             die(f"--resume: {prefix}.json was made with other settings: "
@@ -735,22 +751,43 @@ def main(argv: list[str]) -> int:
                     continue
                 if left < timeout:
                     timeout, cut_by_budget = left, True
-            json_path = os.path.join(tmp, f"run{index}.json")
-            cmd = mpirun_command(mpirun, binary, args, run, json_path)
-            run["command"] = shlex.join(cmd)
             run["started"] = now()
             run["loadAverageBefore"] = load_average()
             run["timeoutSeconds"] = round(timeout, 1)
             log(f"{label}: running (elapsed {fmt_seconds(elapsed)})")
-            code, wall, tail, timed_out = run_once(cmd, env, timeout)
+            # --calls separate mpirun calls; the first that fails or times out ends the point.
+            calls: list[tuple[float, dict]] = []
+            wall_total = 0.0
+            for call in range(args.calls):
+                json_path = os.path.join(tmp, f"run{index}-call{call}.json")
+                cmd = mpirun_command(mpirun, binary, args, run, json_path)
+                run["command"] = shlex.join(cmd)
+                if call > 0 and args.budget is not None:
+                    left = args.budget - (time.monotonic() - started)
+                    if left < timeout:
+                        timeout, cut_by_budget = max(left, 1.0), True
+                code, wall, tail, timed_out = run_once(cmd, env, timeout)
+                wall_total += wall
+                bench = None
+                if os.path.exists(json_path):
+                    try:
+                        bench = json.load(open(json_path))
+                    except (OSError, ValueError):
+                        bench = None
+                if timed_out or code != 0 or not bench or not bench.get("rows"):
+                    if args.calls > 1:
+                        run["note"] = f"call {call + 1} of {args.calls}"
+                    break
+                calls.append((bench["rows"][-1].get("seconds") or float("inf"), bench))
             run["exitCode"] = code
-            run["wallSeconds"] = round(wall, 3)
-            bench = None
-            if os.path.exists(json_path):
-                try:
-                    bench = json.load(open(json_path))
-                except (OSError, ValueError):
-                    bench = None
+            run["wallSeconds"] = round(wall_total, 3)
+            wall = wall_total
+            if len(calls) == args.calls:
+                bench = min(calls, key=lambda c: c[0])[1]  # the best call's row
+                seconds = sorted(c[0] for c in calls)
+                run["callSeconds"] = [c[0] for c in calls]
+                mid = len(seconds) // 2
+                run["medianSeconds"] = seconds[mid] if len(seconds) % 2 else (seconds[mid - 1] + seconds[mid]) / 2
             if timed_out:
                 run["status"] = "budget" if cut_by_budget else "timeout"
                 run["outputTail"] = tail[-2000:]
@@ -782,6 +819,10 @@ def main(argv: list[str]) -> int:
                 sent = run.get("bytesSentMax")
                 if sent:
                     extra += f", sent/rank {sent / 2**20:.1f} MiB"
+                if args.calls > 1 and run.get("medianSeconds"):
+                    extra += f"; median of {args.calls} calls {run['medianSeconds']:.4g} s"
+                    if run.get("efficiencyMedian") is not None:
+                        extra += f", efficiency {run['efficiencyMedian']:.2f}"
                 log(f"{label}: {run['seconds']:.4g} s{extra} (mpirun {fmt_seconds(wall)})")
 
     doc["finished"] = True
