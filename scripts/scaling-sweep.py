@@ -58,6 +58,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -784,10 +785,8 @@ def main(argv: list[str]) -> int:
             wall = wall_total
             if len(calls) == args.calls:
                 bench = min(calls, key=lambda c: c[0])[1]  # the best call's row
-                seconds = sorted(c[0] for c in calls)
                 run["callSeconds"] = [c[0] for c in calls]
-                mid = len(seconds) // 2
-                run["medianSeconds"] = seconds[mid] if len(seconds) % 2 else (seconds[mid - 1] + seconds[mid]) / 2
+                run["medianSeconds"] = statistics.median(run["callSeconds"])
             if timed_out:
                 run["status"] = "budget" if cut_by_budget else "timeout"
                 run["outputTail"] = tail[-2000:]

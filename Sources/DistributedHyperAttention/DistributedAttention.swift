@@ -412,9 +412,7 @@ struct DistributedRun {
                 // counts in the dealing too: in a causal call most of a rank's blocks are in its
                 // own shard, and they run before the first level spanning ranks is dealt.
                 let blocks = executor.blockKernel
-                if blocks.pairs > blocksBefore.pairs {
-                    scratch.recordBlockKernel(pairs: blocks.pairs - blocksBefore.pairs, seconds: blocks.seconds - blocksBefore.seconds)
-                }
+                scratch.recordBlockKernel(pairs: blocks.pairs - blocksBefore.pairs, seconds: blocks.seconds - blocksBefore.seconds)
             }
         }
     }
@@ -581,7 +579,11 @@ final class ExchangeScratch {
         self.speedHistoryDecay = speedHistoryDecay
     }
 
+    /// Adds one measurement to the history. One with no pairs (a rank with no blocks in a
+    /// rectangle, or whose sample parts all ran elsewhere) says nothing of its speed and is
+    /// dropped, so that it does not decay the history either.
     func recordBlockKernel(pairs: Int, seconds: Double) {
+        guard pairs > 0 else { return }
         kernelPairs = speedHistoryDecay * kernelPairs + Double(pairs)
         kernelSeconds = speedHistoryDecay * kernelSeconds + seconds
     }

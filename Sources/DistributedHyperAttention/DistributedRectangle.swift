@@ -115,7 +115,7 @@ final class DistributedRectangle {
     private var homePartials = UnsafeMutableBufferPointer<Float>(start: nil, count: 0)
     /// With `samplesAtOwners`: the runs of this rank's sorted query rows by block (`blockRuns`),
     /// and the first whose sample parts `computeSampleParts` has not run yet.
-    private var sampleRunList: [(block: Int, start: Int, count: Int)]?
+    private var sampleRuns: [(block: Int, start: Int, count: Int)] = []
     private var nextSampleRun = 0
     private var sampleRows: SampleRows?
     private var blockSumRequest: GatherRequest<Float>?
@@ -393,6 +393,8 @@ final class DistributedRectangle {
             var sent = [Int](repeating: 0, count: mineQ.order.count)
             for (k, s) in sentQ.order.enumerated() { sent[s] = k }
             sortedQueries = (0..<mineQ.order.count).map { (mineQ.order[$0], mineQ.positions[$0], sent[$0]) }
+            sampleRuns = blockRuns()
+            nextSampleRun = 0
         }
         querySendCounts = sentQ.counts
         queryReceiveCounts = allQ.perRank
@@ -726,8 +728,7 @@ extension DistributedRectangle {
         let h = piece.head, ex = executor, nk = self.nk, partition = self.partition
         let samples = self.samples!, sampleRows = self.sampleRows!
         let sorted = sortedQueries, first = myQ.lowerBound
-        if sampleRunList == nil { sampleRunList = blockRuns() }
-        let runs = sampleRunList!
+        let runs = sampleRuns
         let states = sampleStates()
         let pairCounter = PairCounter(count: runs.count)
         let scaleLog2 = ex.scaleLog2
@@ -757,7 +758,7 @@ extension DistributedRectangle {
         report.evaluatedPairs += pairCounter.total
         report.computeSeconds += kernelSeconds
         report.exchangeSeconds += pollSeconds
-        if pairCounter.total > 0 { scratch.recordBlockKernel(pairs: pairCounter.total, seconds: kernelSeconds) }
+        scratch.recordBlockKernel(pairs: pairCounter.total, seconds: kernelSeconds)
     }
 
     /// Completes the sample parts (`computeSampleParts`) once every block's Σ v is in (control
@@ -772,9 +773,8 @@ extension DistributedRectangle {
         let sorted = sortedQueries, first = myQ.lowerBound
         // Where each block's Σ v is among the gathered sums.
         let sumOffset = controlVariate ? BlockDealing.gatheredLayout(owner: blockOwner, ranks: comm.size, width: dv).offsets : []
-        let runs = sampleRunList ?? blockRuns()
-        sampleRunList = nil
-        nextSampleRun = 0
+        let runs = sampleRuns
+        sampleRuns = []
         let states = sampleStates()
         let partials = BlockPartials(returned: returned, home: homePartials, homeRange: homeQueries, width: width)
         parallelFor(runs.count, threads: ex.threads) { r, worker in

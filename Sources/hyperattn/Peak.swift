@@ -1,5 +1,6 @@
 import Dispatch
 import Foundation
+import HyperAttention
 
 /// The machine's fp32 fused-multiply-add peak, measured by running an FMA-only loop on a given
 /// number of threads at once.
@@ -110,7 +111,7 @@ func fmaKernel(iterations: Int, seed: Float) -> Float {
     return s.sum()
 }
 
-/// Seconds on a monotonic clock.
+/// Seconds on a monotonic clock (the core's `monotonicNanoseconds`).
 func monotonicSeconds() -> Double {
-    Double(DispatchTime.now().uptimeNanoseconds) / 1e9
+    Double(monotonicNanoseconds()) / 1e9
 }

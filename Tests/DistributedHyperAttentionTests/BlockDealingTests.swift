@@ -136,6 +136,7 @@ struct BlockDealingTests {
         #expect(all.speedWeight(balancing: .equalWork) == 1)
         let recent = ExchangeScratch(speedHistoryDecay: 0.5)
         recent.recordBlockKernel(pairs: 1_000_000, seconds: 1)
+        recent.recordBlockKernel(pairs: 0, seconds: 0)  // nothing measured: neither added nor decayed
         recent.recordBlockKernel(pairs: 3_000_000, seconds: 1)
         // (0.5·1e6 + 3e6) / (0.5 + 1)
         #expect(recent.speedWeight(balancing: .measuredSpeed) == 2_333_333)
