@@ -61,7 +61,8 @@ public struct DistributedAttention: SequenceParallelAttention {
     ///   - balancing: how many blocks of a rectangle spanning ranks each rank gets (default by
     ///     measured speed).
     ///   - placement: which blocks (default: where their rows already are).
-    ///   - sampleParts: where the causal rectangles' sample parts run (default: with their blocks).
+    ///   - sampleParts: where the causal rectangles' sample parts run (default: chosen per
+    ///     rectangle from its ranks' speeds, `.bySpeeds`).
     ///   - pipelined: whether rectangles are pipelined over heads and pieces (default) or run one
     ///     after another (the same output).
     ///   - speedHistoryDecay: in (0, 1]: each measured rectangle's share of the speed history is
@@ -76,7 +77,7 @@ public struct DistributedAttention: SequenceParallelAttention {
     ///   asked for and the driver, NVRTC or the device is missing, or the shape is unsupported.
     public init(communicator: Communicator, shape: AttentionShape, options: AttentionOptions,
                 balancing: BlockBalancing = .measuredSpeed, placement: BlockPlacement = .rowLocality,
-                sampleParts: SamplePartPlacement = .withBlocks, pipelined: Bool = true,
+                sampleParts: SamplePartPlacement = .bySpeeds, pipelined: Bool = true,
                 speedHistoryDecay: Double = DistributedAttention.defaultSpeedHistoryDecay) throws {
         var accelerator: PieceAccelerator? = nil
         if case let .cuda(device, precision) = options.backend {
@@ -92,7 +93,7 @@ public struct DistributedAttention: SequenceParallelAttention {
     /// `options.backend` says).
     package init(communicator: Communicator, shape: AttentionShape, options: AttentionOptions,
                  balancing: BlockBalancing = .measuredSpeed, placement: BlockPlacement = .rowLocality,
-                 sampleParts: SamplePartPlacement = .withBlocks, pipelined: Bool = true,
+                 sampleParts: SamplePartPlacement = .bySpeeds, pipelined: Bool = true,
                  speedHistoryDecay: Double = DistributedAttention.defaultSpeedHistoryDecay, accelerator: PieceAccelerator?) throws {
         guard speedHistoryDecay > 0, speedHistoryDecay <= 1 else {
             throw AttentionError.invalidArgument("speedHistoryDecay", "must be in (0, 1], got \(speedHistoryDecay)")
@@ -194,9 +195,9 @@ public enum BlockPlacement: String, Sendable, CaseIterable {
 /// the block's keys, runs where the block is dealt). Either way the output is the same, bit for
 /// bit: the kernel computes the two parts as separately normalised partials and merges them.
 public enum SamplePartPlacement: String, Sendable, CaseIterable {
-    /// On the rank that computes the block (the default): the rectangle's whole work is dealt by
-    /// speed, and the key side sends K|V rows or receives Q rows as the block needs.
-    /// Faster on average at P = 16 on one 16-core host, in 3 of 4 alternating rounds
+    /// On the rank that computes the block: the rectangle's whole work is dealt by speed, and the
+    /// key side sends K|V rows or receives Q rows as the block needs. Faster than `.atOwners` on
+    /// average at P = 16 on one busy 16-core host, in 3 of 4 alternating rounds
     /// (docs/results/scaling/sample-parts-option/).
     case withBlocks = "blocks"
     /// On the rank that owns each query row: the key side computes the block parts of its own
@@ -211,7 +212,10 @@ public enum SamplePartPlacement: String, Sendable, CaseIterable {
     /// or a rank not measured yet, as always with `.equalWork` dealing), else with the blocks,
     /// so that a slow core can be given less work. Every rank of the rectangle decides from the
     /// same allgathered integers. The owners' placement was faster with even cores (2 ranks of a
-    /// quiet VM) and slower with uneven ones (a busy 16-core host; docs/mpi.md).
+    /// quiet VM) and slower with uneven ones (a busy 16-core host; docs/mpi.md). The default: at
+    /// P = 16 on a busy 16-core host it took 10.39–11.15 s (median 10.63) against 10.96–11.46 s
+    /// (11.39) with the blocks and 10.09–12.92 s (11.11) at the owners, alternating
+    /// (docs/results/scaling/sample-parts-auto/h100/).
     case bySpeeds = "auto"
 
     /// The largest ratio of the fastest to the slowest rank's measured speed at which `.bySpeeds`

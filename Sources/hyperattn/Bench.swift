@@ -77,7 +77,7 @@ struct Bench: ParsableCommand {
     var placement: BlockPlacement = .rowLocality
 
     @Option(help: ArgumentHelp(samplePartsHelp, valueName: "blocks|owners|auto"))
-    var sampleParts: SamplePartPlacement = .withBlocks
+    var sampleParts: SamplePartPlacement = .bySpeeds
 
     @Option(help: ArgumentHelp("Under MPI, whether HyperAttention rectangles are pipelined (one rectangle's rows travel while another computes) or run one after another, every collective completed before the next step (for comparison).", valueName: "yes|no"))
     var pipeline: YesNo = .yes
@@ -619,7 +619,7 @@ extension BlockPlacement: ExpressibleByArgument {}
 extension SamplePartPlacement: ExpressibleByArgument {}
 
 /// `--sample-parts` of `run` and `bench`.
-let samplePartsHelp = "Under MPI, where the sample parts (queries against the node's samples) of the causal recursion's HyperAttention blocks run: blocks (with the rest of the block, on the rank it is dealt to: faster on average on the busy 16-core host measured), owners (on each query row's rank: fewer bytes for the busiest rank, less work dealt by speed) or auto (owners for a rectangle whose ranks' measured speeds are within 10%, else blocks). The output is the same."
+let samplePartsHelp = "Under MPI, where the sample parts (queries against the node's samples) of the causal recursion's HyperAttention blocks run: auto (the default: owners for a rectangle whose ranks' measured speeds are within 10%, else blocks), blocks (with the rest of the block, on the rank it is dealt to: all of the work dealt by speed) or owners (on each query row's rank: fewer bytes for the busiest rank, less work dealt by speed). The output is the same."
 
 
 /// A yes/no option value.

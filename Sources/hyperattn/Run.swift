@@ -52,7 +52,7 @@ struct Run: ParsableCommand {
     private var effectiveMode: BenchMode { mode ?? (exact ? .exact : .hyper) }
 
     @Option(help: ArgumentHelp(samplePartsHelp, valueName: "blocks|owners|auto"))
-    var sampleParts: SamplePartPlacement = .withBlocks
+    var sampleParts: SamplePartPlacement = .bySpeeds
 
     @OptionGroup(title: "Algorithm")
     var algorithm: CommonAttentionOptions
