@@ -534,7 +534,7 @@ CSV_COLUMNS = [
     "sampleGatherSecondsMax", "computeSecondsMax", "computeSecondsMean", "returnSecondsMax", "totalSecondsMax",
     "bytesSentMax", "bytesSentMean", "bytesReceivedMax", "bytesReceivedMean", "byteBoundMax",
     "bytesSentToBoundMax", "computeImbalance", "flopImbalance", "peakRSSBytes", "tensorBytes", "loadAverageBefore",
-    "command", "medianSeconds", "efficiencyMedian", "callSeconds",
+    "command", "medianSeconds", "efficiencyMedian", "callSeconds", "speedCalibrationSecondsMax",
 ]
 
 
@@ -546,7 +546,7 @@ def csv_row(r: dict) -> list:
         "hashSecondsMax": phase("hash"), "exchangeSecondsMax": phase("exchange"),
         "sampleGatherSecondsMax": phase("sampleGather"), "computeSecondsMax": phase("compute"),
         "computeSecondsMean": phase("compute", "mean"), "returnSecondsMax": phase("return"),
-        "totalSecondsMax": phase("total"),
+        "totalSecondsMax": phase("total"), "speedCalibrationSecondsMax": phase("speedCalibration"),
         "callSeconds": ";".join(f"{x:.6g}" for x in r["callSeconds"]) if r.get("callSeconds") else None,
     }
     out = []

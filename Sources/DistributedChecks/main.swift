@@ -182,6 +182,24 @@ do {
             if ok { passed += 1 } else { failed += 1 }
             if world.rank == 0 { print("\(ok ? "ok  " : "FAIL") P=\(world.size) \(c.name) repeated: \(detail)") }
         }
+        // A first call with speed dealing and no measurement yet times each rank's block kernel
+        // first (`DistributedAttention.calibrateSpeedIfUnknown`); seeded speeds skip it.
+        if let hyper = dist as? DistributedAttention, !c.accelerated, options.mode == .hyper, world.size > 1 {
+            let calibrated = try world.allReduce(result.report.speedCalibrationSeconds > 0 ? 1 : 0, operation: .sum)
+            let hyperPieces = AttentionPlan(shape: shape, options: options).levels(head: 0).joined().contains(where: \.hyper)
+            let expected = c.unequalSpeeds || !hyperPieces ? 0 : world.size
+            var ok = calibrated == expected
+            var detail = "speed calibrated on \(calibrated) of \(world.size) ranks, expected \(expected)"
+            if c.name.hasPrefix("non-causal n=5001") {
+                // A second call has the first call's measurements: no calibration.
+                let again = try hyper.run(query: myQ, key: myK, value: myV, logSumExp: true)
+                let recalibrated = try world.allReduce(again.report.speedCalibrationSeconds > 0 ? 1 : 0, operation: .sum)
+                ok = ok && recalibrated == 0
+                detail += "; on the second call \(recalibrated)"
+            }
+            if ok { passed += 1 } else { failed += 1 }
+            if world.rank == 0 { print("\(ok ? "ok  " : "FAIL") P=\(world.size) \(c.name): \(detail)") }
+        }
         // The same case dealt by equal work, for the unequal-speed check.
         var equalWorkPairs = 0
         if c.unequalSpeeds {

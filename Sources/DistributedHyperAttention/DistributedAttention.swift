@@ -116,6 +116,25 @@ public struct DistributedAttention: SequenceParallelAttention {
         scratch.recordBlockKernel(pairs: pairs, seconds: seconds)
     }
 
+    /// With `.measuredSpeed` dealing on the CPU, before this rank's first HyperAttention block (a
+    /// call whose plan has HyperAttention pieces):
+    /// times its block kernel on a small synthetic problem (`measureBlockKernel`, 20 ms of block
+    /// time) into the speed history, so that the first rectangles are dealt by speed too. Without
+    /// it, a non-causal call's first rectangles (no own-shard blocks run before them) were dealt
+    /// equally, and a slow core kept that lag to the end of the call.
+    private func calibrateSpeedIfUnknown(_ plan: AttentionPlan, _ report: inout DistributedReport) {
+        guard balancing == .measuredSpeed, accelerator == nil, communicator.size > 1, !scratch.measuresSpeed,
+              plan.levels(head: 0).joined().contains(where: \.hyper) else { return }
+        let start = monotonicNanoseconds()
+        let m = measureBlockKernel(options: options, headDim: shape.headDim, valueDim: shape.valueDim,
+                                   minimumSeconds: DistributedAttention.speedCalibrationSeconds)
+        scratch.recordBlockKernel(pairs: m.pairs, seconds: m.seconds)
+        report.speedCalibrationSeconds = Double(monotonicNanoseconds() - start) / 1e9
+    }
+
+    /// Block-kernel time of the speed calibration of a rank's first call (`calibrateSpeedIfUnknown`).
+    public static let speedCalibrationSeconds = 0.020
+
     /// This rank's query rows and key rows.
     public var localQueries: Range<Int> { Self.tokenRange(rank: communicator.rank, ranks: communicator.size, count: shape.queryCount) }
     public var localKeys: Range<Int> { Self.tokenRange(rank: communicator.rank, ranks: communicator.size, count: shape.keyCount) }
@@ -146,6 +165,7 @@ public struct DistributedAttention: SequenceParallelAttention {
         var lse = scratch.results.takeLogSumExp(shape: [shape.batch, shape.queryHeads, localQueries.count])
         defer { scratch.results.keep(output: output, logSumExp: lse) }
         let plan = AttentionPlan(shape: shape, options: options)
+        calibrateSpeedIfUnknown(plan, &report)
         try withAttentionIO(query: query, key: key, value: value, output: &output, lse: &lse,
                             queryRows: localQueries, keyRows: localKeys) { io in
             let executor = PieceExecutor(
@@ -171,8 +191,9 @@ public enum BlockBalancing: String, Sendable, CaseIterable {
     /// Blocks in proportion to each rank's measured block-kernel speed (query–key pairs per second
     /// over the HyperAttention blocks this `DistributedAttention` has run, its own shard's and the
     /// rectangles', its earlier calls included; see `speedHistoryDecay`), so that ranks on slower
-    /// or busier cores get fewer. Rectangles dealt before any block has run on every rank are
-    /// dealt equally.
+    /// or busier cores get fewer. A call that starts with no measurement (the first call of a
+    /// `DistributedAttention`) first times each rank's block kernel on a small synthetic problem
+    /// (20 ms of block time), so that its first rectangles are dealt by speed too.
     case measuredSpeed = "speed"
 }
 
@@ -288,6 +309,10 @@ public struct DistributedResult {
 public struct DistributedReport: Sendable, Codable, Equatable {
     /// Local hashing of this rank's rows.
     public var hashSeconds = 0.0
+    /// Timing this rank's block kernel on a small synthetic problem, in a call that starts with
+    /// no speed measurement (`.measuredSpeed` dealing: the first call of a `DistributedAttention`
+    /// on the CPU); 0 otherwise.
+    public var speedCalibrationSeconds = 0.0
     /// Bucket histograms, packing rows and waiting for the alltoallv of Q and K|V rows, polling
     /// other rectangles' transfers between chunks of blocks; also the gathering of pieces to
     /// their leader rank.
@@ -595,9 +620,13 @@ final class ExchangeScratch {
     /// This rank's weight in the block dealing: its measured speed in query–key pairs per
     /// second, or a constant (equal for every rank) before any measurement or for `.equalWork`.
     func speedWeight(balancing: BlockBalancing) -> Int64 {
-        guard balancing == .measuredSpeed, kernelSeconds > 0.005, kernelPairs > 0 else { return 1 }
+        guard balancing == .measuredSpeed, measuresSpeed else { return 1 }
         return max(2, Int64(kernelPairs / kernelSeconds))
     }
+
+    /// Whether the history holds enough block-kernel time (5 ms) to say this rank's speed.
+    var measuresSpeed: Bool { kernelSeconds > ExchangeScratch.minimumMeasuredSeconds && kernelPairs > 0 }
+    static let minimumMeasuredSeconds = 0.005
 
     /// The last call's output and lse tensors, reused by the next call when the caller has
     /// dropped them.

@@ -261,3 +261,44 @@ final class HashingJob: @unchecked Sendable {
         return order
     }
 }
+
+/// This process's HyperAttention block-kernel speed, measured on a small synthetic problem with
+/// the call's options: one head of n = 8 blocks (at least 2m and 1024 rows, at most 32768), run
+/// as one non-causal HyperAttention piece at least once and until its blocks have taken
+/// `minimumSeconds` of worker time (at most 64 runs). Returns the blocks' query–key pairs and worker seconds, in the units of
+/// `PieceExecutor.blockKernel`, so that a distributed call can deal its first rectangles by speed
+/// before any of its own blocks has run. The values are fixed (a counter hash), so the same
+/// options do the same work on every rank.
+package func measureBlockKernel(options: AttentionOptions, headDim: Int, valueDim: Int, minimumSeconds: Double) -> (pairs: Int, seconds: Double) {
+    var o = options
+    o.mode = .hyper
+    o.causal = false
+    o.backend = .cpu
+    let n = min(32768, max(8 * o.blockSize, 2 * o.samples, 1024))
+    let shape = AttentionShape(batch: 1, queryHeads: 1, keyHeads: 1, queryCount: n, keyCount: n, headDim: headDim, valueDim: valueDim)
+    func synthetic(_ columns: Int, _ salt: UInt64) -> Tensor {
+        Tensor(shape: [1, 1, n, columns]) { x in
+            for i in x.indices {
+                var z = (UInt64(i) &+ salt) &* 0x9E37_79B9_7F4A_7C15
+                z = (z ^ (z >> 31)) &* 0xBF58_476D_1CE4_E5B9
+                x[i] = Float(Int64(bitPattern: z ^ (z >> 29)) >> 40) / Float(1 << 23)  // in [-1, 1)
+            }
+        }
+    }
+    let q = synthetic(headDim, 1), k = synthetic(headDim, 2), v = synthetic(valueDim, 3)
+    var output = Tensor(shape: [n * valueDim])
+    var lse = Tensor(shape: [n], repeating: -.infinity)
+    var measured = (pairs: 0, seconds: 0.0)
+    withAttentionIO(query: q, key: k, value: v, output: &output, lse: &lse, queryRows: 0..<n, keyRows: 0..<n) { io in
+        let executor = PieceExecutor(plan: AttentionPlan(shape: shape, options: o), io: io, threads: o.effectiveThreads,
+                                     meter: ProgressMeter(total: 1, callback: nil))
+        let piece = Piece(head: 0, queries: 0..<n, keys: 0..<n, causal: false, hyper: true, merge: false)
+        var runs = 0
+        repeat {
+            executor.run([piece])
+            runs += 1
+        } while executor.blockKernel.seconds < minimumSeconds && runs < 64
+        measured = executor.blockKernel
+    }
+    return measured
+}

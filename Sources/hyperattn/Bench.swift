@@ -569,6 +569,7 @@ struct BenchRow: Codable {
         "hashSecondsMax", "exchangeSecondsMax", "sampleGatherSecondsMax", "computeSecondsMax", "computeSecondsMean",
         "returnSecondsMax", "bytesSentMax", "bytesSentMean", "bytesReceivedMax", "bytesReceivedMean", "byteBoundMax",
         "bytesSentToBoundMax", "computeImbalance", "flopImbalance", "bytesSentToOthersMax", "waitSecondsMax",
+        "speedCalibrationSecondsMax",
     ]
 
     var csvLine: String {
@@ -583,7 +584,7 @@ struct BenchRow: Codable {
             opt(phases?["compute"]?.mean), opt(phases?["return"]?.max), opt(bytesSentMax), opt(bytesSentMean),
             opt(bytesReceivedMax), opt(bytesReceivedMean), opt(byteBound?.perRank.max()),
             opt(byteBound?.measuredToBoundMax), opt(computeImbalance), opt(flopImbalance), opt(bytesSentToOthersMax),
-            opt(phases?["wait"]?.max),
+            opt(phases?["wait"]?.max), opt(phases?["speedCalibration"]?.max),
         ].map(csvField).joined(separator: ",")
     }
 }

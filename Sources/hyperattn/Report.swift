@@ -170,12 +170,13 @@ func csvField(_ s: String) -> String {
 
 // MARK: - Distributed runs
 
-/// Every rank's `DistributedReport`, on every rank (one allgather of 13 numbers per rank).
+/// Every rank's `DistributedReport`, on every rank (one allgather of 14 numbers per rank).
 func gatherReports(_ world: Communicator, _ report: DistributedReport) throws -> [DistributedReport] {
     let mine = [
         report.hashSeconds, report.exchangeSeconds, report.sampleGatherSeconds, report.computeSeconds, report.returnSeconds,
         report.totalSeconds, Double(report.bytesSent), Double(report.bytesReceived), Double(report.evaluatedPairs),
         report.waitSeconds, Double(report.bytesSentToSelf), Double(report.spanningRectangles), Double(report.rectanglesWithSamplesAtOwners),
+        report.speedCalibrationSeconds,
     ]
     let n = mine.count
     let all = try world.allGather(mine)
@@ -187,6 +188,7 @@ func gatherReports(_ world: Communicator, _ report: DistributedReport) throws ->
         rep.bytesSent = Int(x[6]); rep.bytesReceived = Int(x[7]); rep.evaluatedPairs = Int(x[8])
         rep.waitSeconds = x[9]; rep.bytesSentToSelf = Int(x[10])
         rep.spanningRectangles = Int(x[11]); rep.rectanglesWithSamplesAtOwners = Int(x[12])
+        rep.speedCalibrationSeconds = x[13]
         return rep
     }
 }
@@ -305,7 +307,7 @@ struct DistributedSummary {
             "hash": MaxMean(reports.map(\.hashSeconds)), "exchange": MaxMean(reports.map(\.exchangeSeconds)),
             "sampleGather": MaxMean(reports.map(\.sampleGatherSeconds)), "compute": MaxMean(reports.map(\.computeSeconds)),
             "return": MaxMean(reports.map(\.returnSeconds)), "total": MaxMean(reports.map(\.totalSeconds)),
-            "wait": MaxMean(reports.map(\.waitSeconds)),
+            "wait": MaxMean(reports.map(\.waitSeconds)), "speedCalibration": MaxMean(reports.map(\.speedCalibrationSeconds)),
         ]
     }
     var bytesSent: MaxMean { MaxMean(reports.map { Double($0.bytesSent) }) }
@@ -349,8 +351,11 @@ struct DistributedSummary {
 
     var phaseLine: String {
         let p = phases
-        return ["hash", "exchange", "sampleGather", "compute", "return", "total"].map { name in
-            "\(name == "exchange" ? "sort/exchange" : name == "sampleGather" ? "sample gather" : name) \(fixed(p[name]!.max, 3))/\(fixed(p[name]!.mean, 3))"
+        // The speed calibration of a first call, when there was one (`DistributedAttention`).
+        let calibration = p["speedCalibration"]!.max > 0 ? ["speedCalibration"] : []
+        return (calibration + ["hash", "exchange", "sampleGather", "compute", "return", "total"]).map { name in
+            let label = ["exchange": "sort/exchange", "sampleGather": "sample gather", "speedCalibration": "speed calibration"][name] ?? name
+            return "\(label) \(fixed(p[name]!.max, 3))/\(fixed(p[name]!.mean, 3))"
         }.joined(separator: ", ") + " s (max/mean over ranks)"
             + (ring ? "" : "; of which waiting for other ranks \(fixed(p["wait"]!.max, 3))/\(fixed(p["wait"]!.mean, 3)) s")
     }

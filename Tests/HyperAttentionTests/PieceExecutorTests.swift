@@ -31,4 +31,19 @@ struct PieceExecutorTests {
             #expect(blocks.pairs > 0 && blocks.seconds > 0)
         }
     }
+
+    /// The speed calibration of a distributed call's first rectangles: HyperAttention blocks of a
+    /// synthetic problem, in `blockKernel`'s units, until the requested block time is reached.
+    @Test("measureBlockKernel runs HyperAttention blocks until the requested time")
+    func measureBlockKernelRunsBlocks() {
+        let options = AttentionOptions(blockSize: 64, samples: 32, threads: 2)
+        // One run: n = 1024 rows (8 blocks would be 512), each query against its block's 64 keys
+        // and the samples outside its block (32 at most).
+        let once = measureBlockKernel(options: options, headDim: 32, valueDim: 24, minimumSeconds: 0)
+        #expect(once.pairs > 1024 * 64 && once.pairs <= 1024 * (64 + 32))
+        #expect(once.seconds > 0)
+        let m = measureBlockKernel(options: options, headDim: 32, valueDim: 24, minimumSeconds: 0.005)
+        #expect(m.pairs % once.pairs == 0, "whole runs of the same problem")
+        #expect(m.seconds >= 0.005 || m.pairs == 64 * once.pairs, "until the time is reached, or 64 runs")
+    }
 }
