@@ -265,10 +265,10 @@ final class HashingJob: @unchecked Sendable {
 /// This process's HyperAttention block-kernel speed, measured on a small synthetic problem with
 /// the call's options: one head of n = 8 blocks (at least 2m and 1024 rows, at most 32768), run
 /// as one non-causal HyperAttention piece at least once and until its blocks have taken
-/// `minimumSeconds` of worker time (at most 64 runs). Returns the blocks' query–key pairs and worker seconds, in the units of
-/// `PieceExecutor.blockKernel`, so that a distributed call can deal its first rectangles by speed
-/// before any of its own blocks has run. The values are fixed (a counter hash), so the same
-/// options do the same work on every rank.
+/// `minimumSeconds` of worker time (at most 64 runs). Returns the blocks' query–key pairs and
+/// worker seconds, in the units of `PieceExecutor.blockKernel`, so that a distributed call can
+/// deal its first rectangles by speed before any of its own blocks has run. The values are fixed
+/// (a counter hash), so the same options do the same work on every rank.
 package func measureBlockKernel(options: AttentionOptions, headDim: Int, valueDim: Int, minimumSeconds: Double) -> (pairs: Int, seconds: Double) {
     var o = options
     o.mode = .hyper
