@@ -186,8 +186,7 @@ do {
         // first (`DistributedAttention.calibrateSpeedIfUnknown`); seeded speeds skip it.
         if let hyper = dist as? DistributedAttention, !c.accelerated, options.mode == .hyper, world.size > 1 {
             let calibrated = try world.allReduce(result.report.speedCalibrationSeconds > 0 ? 1 : 0, operation: .sum)
-            let hyperPieces = AttentionPlan(shape: shape, options: options).levels(head: 0).joined().contains(where: \.hyper)
-            let expected = c.unequalSpeeds || !hyperPieces ? 0 : world.size
+            let expected = c.unequalSpeeds || !AttentionPlan(shape: shape, options: options).hasHyperPieces ? 0 : world.size
             var ok = calibrated == expected
             var detail = "speed calibrated on \(calibrated) of \(world.size) ranks, expected \(expected)"
             if c.name.hasPrefix("non-causal n=5001") {

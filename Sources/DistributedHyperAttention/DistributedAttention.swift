@@ -124,7 +124,7 @@ public struct DistributedAttention: SequenceParallelAttention {
     /// equally, and a slow core kept that lag to the end of the call.
     private func calibrateSpeedIfUnknown(_ plan: AttentionPlan, _ report: inout DistributedReport) {
         guard balancing == .measuredSpeed, accelerator == nil, communicator.size > 1, !scratch.measuresSpeed,
-              plan.levels(head: 0).joined().contains(where: \.hyper) else { return }
+              plan.hasHyperPieces else { return }
         let start = monotonicNanoseconds()
         let m = measureBlockKernel(options: options, headDim: shape.headDim, valueDim: shape.valueDim,
                                    minimumSeconds: DistributedAttention.speedCalibrationSeconds)

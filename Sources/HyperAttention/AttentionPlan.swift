@@ -27,6 +27,9 @@ package struct AttentionPlan {
         self.options = options
     }
 
+    /// Whether the call has HyperAttention pieces (every head has the same levels).
+    package var hasHyperPieces: Bool { levels(head: 0).joined().contains(where: \.hyper) }
+
     /// The levels of pieces for one head, in execution order.
     package func levels(head: Int) -> [[Piece]] {
         let nq = shape.queryCount, nk = shape.keyCount
