@@ -162,7 +162,9 @@ do {
         } else {
             let hyper = try DistributedAttention(communicator: world, shape: shape, options: options, placement: c.placement, sampleParts: c.sampleParts, pipelined: c.pipelined,
                                                  accelerator: c.accelerated ? ReferenceAccelerator() : nil)
-            if c.unequalSpeeds { hyper.seedSpeedMeasurement(pairs: 1_000_000 * (world.rank % 3 + 1), seconds: 1) }
+            // Speeds 1:2:3:1:… (rank % 3 + 1 M pairs/s) over 1000 s of history, which the call's
+            // few ms of measured blocks cannot move: every rank deals from the same weights.
+            if c.unequalSpeeds { hyper.seedSpeedMeasurement(pairs: 1_000_000_000 * (world.rank % 3 + 1), seconds: 1000) }
             dist = hyper
         }
         // This rank's shards, sliced once for every call below.
@@ -203,7 +205,7 @@ do {
         var equalWorkPairs = 0
         if c.unequalSpeeds {
             let equal = try DistributedAttention(communicator: world, shape: shape, options: options, balancing: .equalWork)
-            equal.seedSpeedMeasurement(pairs: 1_000_000 * (world.rank % 3 + 1), seconds: 1)
+            equal.seedSpeedMeasurement(pairs: 1_000_000_000 * (world.rank % 3 + 1), seconds: 1000)
             equalWorkPairs = try equal.run(query: myQ, key: myK, value: myV, logSumExp: true).stats.evaluatedPairs
         }
         // Where the sample parts ran (rank × rectangle shares). Printed only where it is determined
@@ -249,15 +251,20 @@ do {
             let pairs = try world.reduce(result.stats.evaluatedPairs, operation: .sum, root: 0) ?? 0
             print("\(ok ? "ok  " : "FAIL") P=\(world.size) \(c.name): \(identical ? "bit-identical" : String(format: "max rel diff %.2e, lse diff %.2e", rel, lseDiff)); pairs \(pairs) vs \(single.stats.evaluatedPairs)")
             if pairs != single.stats.evaluatedPairs { failed += 1; print("FAIL pair counts differ") }
-            if c.sampleParts != .withBlocks && shares > 0 {
-                // Seeded speeds 1:2:3 are far from even: `.bySpeeds` keeps the sample parts with the
-                // blocks; `.atOwners` runs them at the owners whatever the speeds.
-                let expected = c.sampleParts == .atOwners ? shares : (c.unequalSpeeds ? 0 : nil)
-                if let expected {
-                    let ok = sharesAtOwners == expected
-                    if ok { passed += 1 } else { failed += 1 }
-                    print("\(ok ? "ok  " : "FAIL") P=\(world.size) \(c.name): sample parts at the owners in \(sharesAtOwners) of \(shares) shares, expected \(expected)")
-                }
+            if c.sampleParts == .atOwners && shares > 0 {
+                // `.atOwners` runs them at the owners whatever the speeds.
+                let ok = sharesAtOwners == shares
+                if ok { passed += 1 } else { failed += 1 }
+                print("\(ok ? "ok  " : "FAIL") P=\(world.size) \(c.name): sample parts at the owners in \(sharesAtOwners) of \(shares) shares, expected \(shares)")
+            } else if c.sampleParts == .bySpeeds && c.unequalSpeeds && shares > 0 && world.size >= 4 {
+                // With the seeded speeds 1:2:3:1:…, at P = 4, 5 and 8 a query-only rank of weight 1
+                // (rank 3, 3, 6) would be overloaded 1.75–1.88× by its sample parts at the owners
+                // in the top spanning level's rectangle: `.bySpeeds` keeps that rectangle's sample
+                // parts with the blocks. (At P = 2 and 3 every rectangle's query ranks are fast
+                // enough, and all go to the owners.)
+                let ok = sharesAtOwners < shares
+                if ok { passed += 1 } else { failed += 1 }
+                print("\(ok ? "ok  " : "FAIL") P=\(world.size) \(c.name): sample parts with the blocks in some shares (an overloaded query rank)")
             }
             if c.unequalSpeeds && world.size >= 2 {
                 // The dealing must really have followed the speeds: the work per rank differs from

@@ -229,30 +229,49 @@ public enum SamplePartPlacement: String, Sendable, CaseIterable {
     /// computes both parts together).
     case atOwners = "owners"
     /// Chosen per rectangle from the speeds its ranks report with their histograms: at the
-    /// owners while those speeds are even (the fastest at most `evenSpeedRatio` × the slowest,
-    /// or a rank not measured yet, as always with `.equalWork` dealing), else with the blocks,
-    /// so that a slow core can be given less work. Every rank of the rectangle decides from the
-    /// same allgathered integers. The owners' placement was faster with even cores (2 ranks of a
-    /// quiet VM) and slower with uneven ones (a busy 16-core host; docs/mpi.md). The default: at
-    /// P = 16 on a busy 16-core host it took 10.39–11.15 s (median 10.63) against 10.96–11.46 s
-    /// (11.39) with the blocks and 10.09–12.92 s (11.11) at the owners, alternating
+    /// owners unless that would leave some rank more than `overloadLimit` × its share of the
+    /// rectangle's work. At the owners, a rank's sample parts are fixed work and only the blocks
+    /// are dealt by speed, so the dealing can balance the ranks unless a rank's sample parts alone
+    /// exceed its share (a query-side rank slower than the rectangle's mean: in a causal
+    /// rectangle the query side's sample parts are half of the work). Unmeasured or equal speeds
+    /// (as always with `.equalWork` dealing) give equal shares: at the owners. Every rank of the
+    /// rectangle decides from the same allgathered integers. Before 2026-12-07 the rule was "at
+    /// the owners while the fastest rank is at most 1.1 × the slowest", which kept the blocks on
+    /// most rectangles of a busy host's uneven cores (0.20–0.22 of ring's bytes there, against
+    /// 0.16–0.17 at the owners), also where only key-side ranks were slow; on 2 ranks with the
+    /// key side's core at half speed the new rule sends 20% fewer bytes in the same time
+    /// (docs/results/scaling/auto-overload/). The default: at P = 16 on a busy 16-core host the
+    /// first rule took 10.39–11.15 s (median 10.63) against 10.96–11.46 s (11.39) with the blocks
+    /// and 10.09–12.92 s (11.11) at the owners, alternating
     /// (docs/results/scaling/sample-parts-auto/h100/).
     case bySpeeds = "auto"
 
-    /// The largest ratio of the fastest to the slowest rank's measured speed at which `.bySpeeds`
+    /// The largest predicted overload (a rank's time over the balanced time) at which `.bySpeeds`
     /// still runs the sample parts at the owners.
-    public static let evenSpeedRatio = 1.1
+    public static let overloadLimit = 1.1
 
-    /// Whether a causal rectangle (CPU) runs its sample parts at the query rows' owners, given the
-    /// speed weights of its ranks (`ExchangeScratch.speedWeight`: 1 where not measured).
-    public func samplesAtOwners(speedWeights weights: [Int64]) -> Bool {
+    /// Whether a causal rectangle (CPU) runs its sample parts at the query rows' owners.
+    /// - Parameters:
+    ///   - weights: each rank's speed weight (`ExchangeScratch.speedWeight`: 1 where not
+    ///     measured); clamped as the dealing clamps them (`BlockDealing.shares`).
+    ///   - sampleWork: each rank's sample-part work if they run at the owners (its query rows × m).
+    ///   - blockWork: the work of all the blocks' block parts, in the same unit.
+    public func samplesAtOwners(speedWeights weights: [Int64], sampleWork: [Double], blockWork: Double) -> Bool {
         switch self {
         case .withBlocks: return false
         case .atOwners: return true
         case .bySpeeds:
-            guard let fastest = weights.max(), let slowest = weights.min(), slowest > 1 else { return true }
-            return Double(fastest) <= Self.evenSpeedRatio * Double(slowest)
+            return Self.predictedOverload(speedWeights: weights, sampleWork: sampleWork, blockWork: blockWork) <= Self.overloadLimit
         }
+    }
+
+    /// With the sample parts at the owners and the blocks dealt by speed, the largest ratio of a
+    /// rank's work to its share of the whole (1 when every rank's sample parts fit in its share).
+    static func predictedOverload(speedWeights weights: [Int64], sampleWork: [Double], blockWork: Double) -> Double {
+        let shares = BlockDealing.shares(weights)
+        let total = blockWork + sampleWork.reduce(0, +)
+        guard total > 0 else { return 1 }
+        return zip(sampleWork, shares).map { work, share in share > 0 ? work / (total * share) : 1 }.reduce(1, max)
     }
 }
 

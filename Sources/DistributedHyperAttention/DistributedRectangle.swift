@@ -74,7 +74,7 @@ final class DistributedRectangle {
     /// sending K|V rows. Either way the arithmetic is the same (`TileWorkspace.runBlock` is the
     /// two parts and their merge), so the output bits do not depend on it. Not with an
     /// accelerator, whose block kernel fuses the two parts. Set in `dispatch` from the ranks'
-    /// speeds (`SamplePartPlacement.samplesAtOwners(speedWeights:)`), for the rectangles that may.
+    /// speeds (`SamplePartPlacement.samplesAtOwners(speedWeights:sampleWork:blockWork:)`), for the rectangles that may.
     private var samplesAtOwners = false
     private let sampleParts: SamplePartPlacement
     /// Whether this rectangle may run its sample parts at the owners (`maySampleAtOwners`).
@@ -246,18 +246,18 @@ final class DistributedRectangle {
         let samples = SampleSet(estimator: options.estimator, keyCount: nk, count: options.samples, random: random)
         self.samples = samples
         let weights = (0..<ranks).map { all[$0 * stride + 2 * buckets] }
-        samplesAtOwners = mayRunSamplesAtOwners && sampleParts.samplesAtOwners(speedWeights: weights)
+        // At the owners, each rank's query rows bring their sample parts (m pairs a row); the
+        // blocks (their block parts, about (nq/nb)·(nk/nb) pairs each) make up the rest of its share.
+        let queryRows = (0..<ranks).map { r in (0..<buckets).reduce(0) { $0 + Int(all[r * stride + $1]) } }
+        let sampleWork = queryRows.map { Double($0 * samples.positions.count) }
+        let blockWork = Double(nq) * Double(nk) / Double(max(partition.blocks * partition.blocks, 1))
+        samplesAtOwners = mayRunSamplesAtOwners
+            && sampleParts.samplesAtOwners(speedWeights: weights, sampleWork: sampleWork, blockWork: Double(partition.blocks) * blockWork)
         report.spanningRectangles += 1
         if samplesAtOwners { report.rectanglesWithSamplesAtOwners += 1 }
         let quota: [Int]
         if samplesAtOwners {
-            // Each rank's query rows bring their sample parts (m pairs a row); the blocks (their
-            // block parts, about (nq/nb)·(nk/nb) pairs each) make up the rest of its share.
-            let queryRows = (0..<ranks).map { r in (0..<buckets).reduce(0) { $0 + Int(all[r * stride + $1]) } }
-            quota = BlockDealing.firstBlocks(
-                blocks: partition.blocks, weights: weights,
-                fixedWork: queryRows.map { Double($0 * samples.positions.count) },
-                blockWork: Double(nq) * Double(nk) / Double(max(partition.blocks * partition.blocks, 1)))
+            quota = BlockDealing.firstBlocks(blocks: partition.blocks, weights: weights, fixedWork: sampleWork, blockWork: blockWork)
         } else {
             quota = BlockDealing.firstBlocks(blocks: partition.blocks, weights: weights)
         }
@@ -928,13 +928,19 @@ enum BlockDealing {
     /// remainders. With the sample parts at the query rows' owners, a rank holding only query rows
     /// of a causal rectangle has its share in its sample parts alone and gets no block.
     static func firstBlocks(blocks: Int, weights: [Int64], fixedWork: [Double], blockWork: Double) -> [Int] {
-        let ranks = weights.count
-        let w = clampedWeights(weights) ?? [Double](repeating: 1, count: ranks)
-        let weightSum = w.reduce(0, +)
+        let share = shares(weights)
         let total = Double(blocks) * blockWork + fixedWork.reduce(0, +)
-        let rest = (0..<ranks).map { max(0, total * w[$0] / weightSum - fixedWork[$0]) }
+        let rest = share.indices.map { max(0, total * share[$0] - fixedWork[$0]) }
         guard rest.reduce(0, +) > 0 else { return firstBlocks(blocks: blocks, weights: weights) }
         return cumulativeSplit(blocks: blocks, in: rest)
+    }
+
+    /// Each rank's fraction of a rectangle's work by its weight, as the dealing takes it: equal
+    /// (all weights equal, or some rank not measured yet), else the clamped weights normalised.
+    static func shares(_ weights: [Int64]) -> [Double] {
+        guard let w = clampedWeights(weights) else { return [Double](repeating: 1 / Double(weights.count), count: weights.count) }
+        let sum = w.reduce(0, +)
+        return w.map { $0 / sum }
     }
 
     /// The weights clamped to [1/2, 2] × their mean, or nil for equal work (all equal, or a rank

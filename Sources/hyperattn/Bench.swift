@@ -620,7 +620,7 @@ extension BlockPlacement: ExpressibleByArgument {}
 extension SamplePartPlacement: ExpressibleByArgument {}
 
 /// `--sample-parts` of `run` and `bench`.
-let samplePartsHelp = "Under MPI, where the sample parts (queries against the node's samples) of the causal recursion's HyperAttention blocks run: auto (the default: owners for a rectangle whose ranks' measured speeds are within 10%, else blocks), blocks (with the rest of the block, on the rank it is dealt to: all of the work dealt by speed) or owners (on each query row's rank: fewer bytes for the busiest rank, less work dealt by speed). The output is the same."
+let samplePartsHelp = "Under MPI, where the sample parts (queries against the node's samples) of the causal recursion's HyperAttention blocks run: auto (the default: owners for a rectangle unless, by its ranks' measured speeds, some rank's sample parts would exceed its share of the work by more than 10%, else blocks), blocks (with the rest of the block, on the rank it is dealt to: all of the work dealt by speed) or owners (on each query row's rank: fewer bytes for the busiest rank, less work dealt by speed). The output is the same."
 
 
 /// A yes/no option value.

@@ -142,16 +142,32 @@ struct BlockDealingTests {
         #expect(recent.speedWeight(balancing: .measuredSpeed) == 2_333_333)
     }
 
-    @Test("sample-part placement: auto runs them at the owners while speeds are within 10% or unmeasured")
+    @Test("sample-part placement: auto runs them at the owners unless a rank's sample parts would exceed its share by > 10%")
     func samplePartPlacementBySpeeds() {
         let auto = SamplePartPlacement.bySpeeds
-        #expect(auto.samplesAtOwners(speedWeights: [1, 1, 1]))                  // not measured yet
-        #expect(auto.samplesAtOwners(speedWeights: [5_000_000, 1, 5_000_000]))  // one rank not measured
-        #expect(auto.samplesAtOwners(speedWeights: [1_000_000, 1_100_000]))     // exactly 10% apart
-        #expect(!auto.samplesAtOwners(speedWeights: [1_000_000, 1_100_001]))
-        #expect(!auto.samplesAtOwners(speedWeights: [2_000_000, 1_000_000, 1_500_000]))
-        #expect(SamplePartPlacement.atOwners.samplesAtOwners(speedWeights: [2_000_000, 1_000_000]))
-        #expect(!SamplePartPlacement.withBlocks.samplesAtOwners(speedWeights: [1, 1]))
+        // A causal rectangle of 2 ranks: rank 0 holds the keys, rank 1 the queries, whose sample
+        // parts (1000 rows × 256 samples) are half of the work; the blocks the other half.
+        let work: [Double] = [0, 256_000], blocks = 256_000.0
+        #expect(auto.samplesAtOwners(speedWeights: [1, 1], sampleWork: work, blockWork: blocks))                  // not measured yet
+        #expect(auto.samplesAtOwners(speedWeights: [5_000_000, 1], sampleWork: work, blockWork: blocks))          // one rank not measured
+        #expect(auto.samplesAtOwners(speedWeights: [3_000_000, 3_000_000], sampleWork: work, blockWork: blocks))  // even
+        // The query rank faster than the key rank: its sample parts fit in its share, and the key
+        // rank's slowness is dealt away with the blocks.
+        #expect(auto.samplesAtOwners(speedWeights: [1_000_000, 2_000_000], sampleWork: work, blockWork: blocks))
+        // The query rank slower: its sample parts alone are (mean / its speed) × its share:
+        // 1.05 / 1.0 ≤ 1.1, 1.15 / 1.0 > 1.1.
+        #expect(auto.samplesAtOwners(speedWeights: [1_100_000, 1_000_000], sampleWork: work, blockWork: blocks))
+        #expect(!auto.samplesAtOwners(speedWeights: [1_300_000, 1_000_000], sampleWork: work, blockWork: blocks))
+        #expect(abs(SamplePartPlacement.predictedOverload(speedWeights: [1_300_000, 1_000_000], sampleWork: work, blockWork: blocks) - 1.15) < 1e-12)
+        // 4 ranks, queries on ranks 2 and 3: only the query ranks' speeds decide.
+        let work4: [Double] = [0, 0, 128_000, 128_000]
+        #expect(auto.samplesAtOwners(speedWeights: [1_000_000, 3_000_000, 2_000_000, 2_000_000], sampleWork: work4, blockWork: blocks))
+        #expect(!auto.samplesAtOwners(speedWeights: [3_000_000, 3_000_000, 2_000_000, 2_000_000], sampleWork: work4, blockWork: blocks))
+        // Clamped as the dealing clamps them: a weight below half the mean counts as half of it.
+        #expect(BlockDealing.shares([1, 1]) == [0.5, 0.5])
+        #expect(BlockDealing.shares([1_000_000, 9_000_000]) == [2_500_000.0 / 11_500_000, 9_000_000.0 / 11_500_000])
+        #expect(SamplePartPlacement.atOwners.samplesAtOwners(speedWeights: [1_000_000, 2_000_000], sampleWork: [256_000, 0], blockWork: 1))
+        #expect(!SamplePartPlacement.withBlocks.samplesAtOwners(speedWeights: [1, 1], sampleWork: work, blockWork: blocks))
         #expect(SamplePartPlacement(rawValue: "auto") == .bySpeeds)
     }
 }

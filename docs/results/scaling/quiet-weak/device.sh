@@ -2,7 +2,7 @@
 # The weak sweep (n = 65536·P, P = 1…16, hyper, causal and not) on a 16-core device host, run
 # only if the host is quiet: first the fp32 FMA peak with 16 ranks at once; at ≥ $MIN GFLOP/s per
 # rank (default 90; a quiet host gives 94–95) the sweep of hyperattn-new.xz runs, else the script
-# stops after ~10 s. Then (if quiet) 2 causal P = 16 calls at n = 2^20 for auto's bytes.
+# stops after ~10 s.
 set -u
 cd "$(dirname "$0")/../../../.."
 . docs/results/scaling/device-cpu-env.sh
@@ -14,8 +14,4 @@ python3 -c "import sys; sys.exit(0 if $per >= ${MIN:-90} else 1)" || { echo "bus
 python3 scripts/scaling-sweep.py --cores 16 --ranks 1,2,4,8,16 --modes hyper --causal both --kinds weak --heads 8 \
   --repeats 1 --calls 1 --peak-ms 100 --binary /tmp/hn --out "$O/weak" --timeout-per-run 60 > "$O/weak.log" 2>&1
 tail -2 "$O/weak.log"
-for r in 1 2; do
-  mpirun -np 16 --bind-to core /tmp/hn bench --n 1048576 --heads 8 --modes hyper --causal yes --repeats 1 --threads 1 \
-    --error-rows 0 --peak-ms 100 2>&1 | grep -v "pmix\|dlopen\|Perhaps" | tee -a "$O/p16-causal.log" | grep -E "^hyper|peak:|bytes|sample parts|imbalance"
-done
 uptime > "$O/uptime-after.txt"; echo "elapsed $SECONDS s"
