@@ -252,24 +252,24 @@ public enum SamplePartPlacement: String, Sendable, CaseIterable {
 
     /// Whether a causal rectangle (CPU) runs its sample parts at the query rows' owners.
     /// - Parameters:
-    ///   - weights: each rank's speed weight (`ExchangeScratch.speedWeight`: 1 where not
+    ///   - speedWeights: each rank's speed weight (`ExchangeScratch.speedWeight`: 1 where not
     ///     measured); clamped as the dealing clamps them (`BlockDealing.shares`).
     ///   - sampleWork: each rank's sample-part work if they run at the owners (its query rows × m).
-    ///   - blockWork: the work of all the blocks' block parts, in the same unit.
-    public func samplesAtOwners(speedWeights weights: [Int64], sampleWork: [Double], blockWork: Double) -> Bool {
+    ///   - totalBlockWork: the work of all the blocks' block parts, in the same unit.
+    public func samplesAtOwners(speedWeights weights: [Int64], sampleWork: [Double], totalBlockWork: Double) -> Bool {
         switch self {
         case .withBlocks: return false
         case .atOwners: return true
         case .bySpeeds:
-            return Self.predictedOverload(speedWeights: weights, sampleWork: sampleWork, blockWork: blockWork) <= Self.overloadLimit
+            return Self.predictedOverload(speedWeights: weights, sampleWork: sampleWork, totalBlockWork: totalBlockWork) <= Self.overloadLimit
         }
     }
 
     /// With the sample parts at the owners and the blocks dealt by speed, the largest ratio of a
     /// rank's work to its share of the whole (1 when every rank's sample parts fit in its share).
-    static func predictedOverload(speedWeights weights: [Int64], sampleWork: [Double], blockWork: Double) -> Double {
+    static func predictedOverload(speedWeights weights: [Int64], sampleWork: [Double], totalBlockWork: Double) -> Double {
         let shares = BlockDealing.shares(weights)
-        let total = blockWork + sampleWork.reduce(0, +)
+        let total = totalBlockWork + sampleWork.reduce(0, +)
         guard total > 0 else { return 1 }
         return zip(sampleWork, shares).map { work, share in share > 0 ? work / (total * share) : 1 }.reduce(1, max)
     }

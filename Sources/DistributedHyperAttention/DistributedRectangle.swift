@@ -74,7 +74,7 @@ final class DistributedRectangle {
     /// sending K|V rows. Either way the arithmetic is the same (`TileWorkspace.runBlock` is the
     /// two parts and their merge), so the output bits do not depend on it. Not with an
     /// accelerator, whose block kernel fuses the two parts. Set in `dispatch` from the ranks'
-    /// speeds (`SamplePartPlacement.samplesAtOwners(speedWeights:sampleWork:blockWork:)`), for the rectangles that may.
+    /// speeds (`SamplePartPlacement.samplesAtOwners(speedWeights:sampleWork:totalBlockWork:)`), for the rectangles that may.
     private var samplesAtOwners = false
     private let sampleParts: SamplePartPlacement
     /// Whether this rectangle may run its sample parts at the owners (`maySampleAtOwners`).
@@ -252,7 +252,7 @@ final class DistributedRectangle {
         let sampleWork = queryRows.map { Double($0 * samples.positions.count) }
         let blockWork = Double(nq) * Double(nk) / Double(max(partition.blocks * partition.blocks, 1))
         samplesAtOwners = mayRunSamplesAtOwners
-            && sampleParts.samplesAtOwners(speedWeights: weights, sampleWork: sampleWork, blockWork: Double(partition.blocks) * blockWork)
+            && sampleParts.samplesAtOwners(speedWeights: weights, sampleWork: sampleWork, totalBlockWork: Double(partition.blocks) * blockWork)
         report.spanningRectangles += 1
         if samplesAtOwners { report.rectanglesWithSamplesAtOwners += 1 }
         let quota: [Int]

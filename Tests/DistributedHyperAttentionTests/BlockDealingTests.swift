@@ -148,26 +148,26 @@ struct BlockDealingTests {
         // A causal rectangle of 2 ranks: rank 0 holds the keys, rank 1 the queries, whose sample
         // parts (1000 rows × 256 samples) are half of the work; the blocks the other half.
         let work: [Double] = [0, 256_000], blocks = 256_000.0
-        #expect(auto.samplesAtOwners(speedWeights: [1, 1], sampleWork: work, blockWork: blocks))                  // not measured yet
-        #expect(auto.samplesAtOwners(speedWeights: [5_000_000, 1], sampleWork: work, blockWork: blocks))          // one rank not measured
-        #expect(auto.samplesAtOwners(speedWeights: [3_000_000, 3_000_000], sampleWork: work, blockWork: blocks))  // even
+        #expect(auto.samplesAtOwners(speedWeights: [1, 1], sampleWork: work, totalBlockWork: blocks))                  // not measured yet
+        #expect(auto.samplesAtOwners(speedWeights: [5_000_000, 1], sampleWork: work, totalBlockWork: blocks))          // one rank not measured
+        #expect(auto.samplesAtOwners(speedWeights: [3_000_000, 3_000_000], sampleWork: work, totalBlockWork: blocks))  // even
         // The query rank faster than the key rank: its sample parts fit in its share, and the key
         // rank's slowness is dealt away with the blocks.
-        #expect(auto.samplesAtOwners(speedWeights: [1_000_000, 2_000_000], sampleWork: work, blockWork: blocks))
+        #expect(auto.samplesAtOwners(speedWeights: [1_000_000, 2_000_000], sampleWork: work, totalBlockWork: blocks))
         // The query rank slower: its sample parts alone are (mean / its speed) × its share:
         // 1.05 / 1.0 ≤ 1.1, 1.15 / 1.0 > 1.1.
-        #expect(auto.samplesAtOwners(speedWeights: [1_100_000, 1_000_000], sampleWork: work, blockWork: blocks))
-        #expect(!auto.samplesAtOwners(speedWeights: [1_300_000, 1_000_000], sampleWork: work, blockWork: blocks))
-        #expect(abs(SamplePartPlacement.predictedOverload(speedWeights: [1_300_000, 1_000_000], sampleWork: work, blockWork: blocks) - 1.15) < 1e-12)
+        #expect(auto.samplesAtOwners(speedWeights: [1_100_000, 1_000_000], sampleWork: work, totalBlockWork: blocks))
+        #expect(!auto.samplesAtOwners(speedWeights: [1_300_000, 1_000_000], sampleWork: work, totalBlockWork: blocks))
+        #expect(abs(SamplePartPlacement.predictedOverload(speedWeights: [1_300_000, 1_000_000], sampleWork: work, totalBlockWork: blocks) - 1.15) < 1e-12)
         // 4 ranks, queries on ranks 2 and 3: only the query ranks' speeds decide.
         let work4: [Double] = [0, 0, 128_000, 128_000]
-        #expect(auto.samplesAtOwners(speedWeights: [1_000_000, 3_000_000, 2_000_000, 2_000_000], sampleWork: work4, blockWork: blocks))
-        #expect(!auto.samplesAtOwners(speedWeights: [3_000_000, 3_000_000, 2_000_000, 2_000_000], sampleWork: work4, blockWork: blocks))
+        #expect(auto.samplesAtOwners(speedWeights: [1_000_000, 3_000_000, 2_000_000, 2_000_000], sampleWork: work4, totalBlockWork: blocks))
+        #expect(!auto.samplesAtOwners(speedWeights: [3_000_000, 3_000_000, 2_000_000, 2_000_000], sampleWork: work4, totalBlockWork: blocks))
         // Clamped as the dealing clamps them: a weight below half the mean counts as half of it.
         #expect(BlockDealing.shares([1, 1]) == [0.5, 0.5])
         #expect(BlockDealing.shares([1_000_000, 9_000_000]) == [2_500_000.0 / 11_500_000, 9_000_000.0 / 11_500_000])
-        #expect(SamplePartPlacement.atOwners.samplesAtOwners(speedWeights: [1_000_000, 2_000_000], sampleWork: [256_000, 0], blockWork: 1))
-        #expect(!SamplePartPlacement.withBlocks.samplesAtOwners(speedWeights: [1, 1], sampleWork: work, blockWork: blocks))
+        #expect(SamplePartPlacement.atOwners.samplesAtOwners(speedWeights: [1_000_000, 2_000_000], sampleWork: [256_000, 0], totalBlockWork: 1))
+        #expect(!SamplePartPlacement.withBlocks.samplesAtOwners(speedWeights: [1, 1], sampleWork: work, totalBlockWork: blocks))
         #expect(SamplePartPlacement(rawValue: "auto") == .bySpeeds)
     }
 }
