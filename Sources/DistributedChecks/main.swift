@@ -147,6 +147,10 @@ do {
     try MPIEnvironment.initialize()
     let world = Communicator.world
     let full = CommandLine.arguments.dropFirst().contains("full")
+    // The seeded speeds of the unequal-speed cases: 1:2:3:1:… (rank % 3 + 1 M pairs/s) over 1000 s
+    // of history, which a call's few ms of measured blocks cannot move, so every rank deals from
+    // the same weights.
+    let unequalSpeedHistory = (pairs: 1_000_000_000 * (world.rank % 3 + 1), seconds: 1000.0)
     var passed = 0, failed = 0
     for c in cases(full: full) {
         let nk = c.nk ?? c.n
@@ -162,9 +166,7 @@ do {
         } else {
             let hyper = try DistributedAttention(communicator: world, shape: shape, options: options, placement: c.placement, sampleParts: c.sampleParts, pipelined: c.pipelined,
                                                  accelerator: c.accelerated ? ReferenceAccelerator() : nil)
-            // Speeds 1:2:3:1:… (rank % 3 + 1 M pairs/s) over 1000 s of history, which the call's
-            // few ms of measured blocks cannot move: every rank deals from the same weights.
-            if c.unequalSpeeds { hyper.seedSpeedMeasurement(pairs: 1_000_000_000 * (world.rank % 3 + 1), seconds: 1000) }
+            if c.unequalSpeeds { hyper.seedSpeedMeasurement(pairs: unequalSpeedHistory.pairs, seconds: unequalSpeedHistory.seconds) }
             dist = hyper
         }
         // This rank's shards, sliced once for every call below.
@@ -205,7 +207,7 @@ do {
         var equalWorkPairs = 0
         if c.unequalSpeeds {
             let equal = try DistributedAttention(communicator: world, shape: shape, options: options, balancing: .equalWork)
-            equal.seedSpeedMeasurement(pairs: 1_000_000_000 * (world.rank % 3 + 1), seconds: 1000)
+            equal.seedSpeedMeasurement(pairs: unequalSpeedHistory.pairs, seconds: unequalSpeedHistory.seconds)
             equalWorkPairs = try equal.run(query: myQ, key: myK, value: myV, logSumExp: true).stats.evaluatedPairs
         }
         // Where the sample parts ran (rank × rectangle shares). Printed only where it is determined

@@ -279,9 +279,8 @@ package func measureBlockKernel(options: AttentionOptions, headDim: Int, valueDi
     func synthetic(_ columns: Int, _ salt: UInt64) -> Tensor {
         Tensor(shape: [1, 1, n, columns]) { x in
             for i in x.indices {
-                var z = (UInt64(i) &+ salt) &* 0x9E37_79B9_7F4A_7C15
-                z = (z ^ (z >> 31)) &* 0xBF58_476D_1CE4_E5B9
-                x[i] = Float(Int64(bitPattern: z ^ (z >> 29)) >> 40) / Float(1 << 23)  // in [-1, 1)
+                let z = CounterRandom.mix(UInt64(i) &+ salt &* 0x1_0000_0000)
+                x[i] = Float(Int64(bitPattern: z) >> 40) / Float(1 << 23)  // in [-1, 1)
             }
         }
     }
