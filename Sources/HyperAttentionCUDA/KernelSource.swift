@@ -975,7 +975,7 @@ __device__ __forceinline__ void attn_impl(
 #pragma unroll
             for (int it = 0; it < ITS; it++) {
                 const int row = sRowK[t * BC + (tid + it * NT) / CPR];
-                const u32 off = (u32)max(row, 0) * (u32)(D * 2);
+                const size_t off = (size_t)max(row, 0) * (D * 2);  // 64-bit: a head may hold ≥ 2^32 bytes
                 const int bytes = row >= 0 ? 16 : 0;
                 const u32 dst = stage * STAGE_BYTES + dstOff[it];
                 cp_async16_at(sKAddr + dst, Kc + off, bytes);
