@@ -98,9 +98,7 @@ __device__ __forceinline__ u32 smem_u32(const void* p) { return (u32)__cvta_gene
 __device__ __forceinline__ void cp_async16_at(u32 smem, const void* gmem, int srcBytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(smem), "l"(gmem), "r"(srcBytes));
 }
-__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int srcBytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(smem_u32(smem)), "l"(gmem), "r"(srcBytes));
-}
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int srcBytes) { cp_async16_at(smem_u32(smem), gmem, srcBytes); }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 __device__ __forceinline__ void cp_async_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
 
